@@ -1,0 +1,1 @@
+"""Emitters on the agent side: lifecycle hooks, the report tool, the HISAgent, the tool executor."""

@@ -1,0 +1,211 @@
+"""Lifecycle milestones from Strands hooks: deterministic, and no model call spent on them.
+
+BeforeInvocation -> START; BeforeModelCall -> MODEL_INVOCATION; AfterModelCall with
+ModelThrottledException -> BEDROCK_THROTTLING; BeforeToolCall -> TOOLING; AfterInvocation ->
+COMPLETION or ERROR, then AGENT_STATS and RESULT. Each callback is guarded: a hook that raises
+aborts the agent run, and a status row is never worth that.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace as trace_api
+from strands.hooks import (
+    AfterInvocationEvent,
+    AfterModelCallEvent,
+    BeforeInvocationEvent,
+    BeforeModelCallEvent,
+    BeforeToolCallEvent,
+    HookProvider,
+    HookRegistry,
+)
+from strands.types.exceptions import ModelThrottledException
+
+from ..emit import Identity, current_identity, reset_identity, set_identity
+from ..emit import milestone as _milestone
+from ..schema import EventType
+from .payloads import agent_stats, result_payload
+
+logger = logging.getLogger(__name__)
+
+REPORT_TOOL_NAME = "write_dynamo"
+NORMAL_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "tool_use"})
+
+
+def model_id_of(model: Any) -> str | None:
+    try:
+        cfg = model.get_config()
+        value = cfg.get("model_id") if isinstance(cfg, dict) else getattr(cfg, "model_id", None)
+        return str(value) if value else None
+    except Exception:
+        return None
+
+
+class HISHooks(HookProvider):
+    """Registers the lifecycle milestones of one agent.
+
+    Args:
+        identity: Where this agent's rows go.
+        user: Stored in AGENT_STATS (here-i-strand's ``user``).
+        lifecycle: Emit START, MODEL_INVOCATION, TOOLING, COMPLETION and ERROR. False in the prompt
+            mode, where the model reports those itself.
+    """
+
+    def __init__(self, identity: Identity, *, user: Any = None, lifecycle: bool = True) -> None:
+        self.identity = identity
+        self.user = user
+        self.lifecycle = lifecycle
+        self._started: dict[int, float] = {}
+        self._tokens: dict[int, tuple[contextvars.Token[Identity | None], Identity | None]] = {}
+
+    def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
+        registry.add_callback(BeforeInvocationEvent, self._before_invocation)
+        registry.add_callback(BeforeModelCallEvent, self._before_model_call)
+        registry.add_callback(AfterModelCallEvent, self._after_model_call)
+        registry.add_callback(BeforeToolCallEvent, self._before_tool_call)
+        registry.add_callback(AfterInvocationEvent, self._after_invocation)
+
+    def emit(self, evt_type: str, message: str, span: trace_api.Span | None = None) -> None:
+        _milestone(
+            evt_type,
+            message,
+            span=span,
+            session_id=self.identity.session_id,
+            agent_id=self.identity.agent_id,
+            table=self.identity.table,
+        )
+
+    def _guard(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            logger.exception("hook=<%s> | his-otel hook failed; the agent goes on", what)
+
+    def _before_invocation(self, event: BeforeInvocationEvent) -> None:
+        def run() -> None:
+            key = id(event.invocation_state)
+            self._started[key] = time.perf_counter()
+            # Code a tool calls finds this run's session through the context.
+            previous = current_identity()
+            self._tokens[key] = (set_identity(self.identity), previous)
+            if self.lifecycle:
+                self.emit(EventType.START, "Processing user request", event.agent.trace_span)
+
+        self._guard("before_invocation", run)
+
+    def _before_model_call(self, event: BeforeModelCallEvent) -> None:
+        if not self.lifecycle:
+            return
+        self._guard(
+            "before_model_call",
+            lambda: self.emit(
+                EventType.MODEL_INVOCATION, f"Invoking model {model_id_of(event.agent.model) or 'default'}"
+            ),
+        )
+
+    def _after_model_call(self, event: AfterModelCallEvent) -> None:
+        if not isinstance(event.exception, ModelThrottledException):
+            return
+
+        def run() -> None:
+            parts = ["Bedrock throttling detected"]
+            model_id = model_id_of(event.agent.model)
+            if model_id:
+                parts.append(f"model={model_id}")
+            parts.append(f"retry={'yes' if event.retry else 'no'}")
+            parts.append(f"error={event.exception}")
+            self.emit(EventType.BEDROCK_THROTTLING, " | ".join(parts))
+
+        self._guard("after_model_call", run)
+
+    def _before_tool_call(self, event: BeforeToolCallEvent) -> None:
+        if not self.lifecycle:
+            return
+        name = str(event.tool_use.get("name", "unknown"))
+        if name == REPORT_TOOL_NAME:
+            return
+
+        def run() -> None:
+            purpose = ""
+            spec = getattr(event.selected_tool, "tool_spec", None) or {}
+            description = str(spec.get("description", "")).strip().splitlines()
+            if description:
+                purpose = f": {description[0][:200]}"
+            self.emit(EventType.TOOLING, f"Calling {name}{purpose}")
+
+        self._guard("before_tool_call", run)
+
+    def _after_invocation(self, event: AfterInvocationEvent) -> None:
+        key = id(event.invocation_state)
+        started = self._started.pop(key, None)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        result = event.result
+        span = event.agent.trace_span
+
+        def outcome() -> None:
+            if not self.lifecycle:
+                return
+            if result is None:
+                exc = sys.exc_info()[1]
+                detail = f"{type(exc).__name__}: {exc}" if exc is not None else "invocation did not complete"
+                self.emit(EventType.ERROR, f"Invocation failed: {detail}", span)
+            elif result.stop_reason in NORMAL_STOP_REASONS:
+                self.emit(EventType.COMPLETION, "Process completed successfully", span)
+            else:
+                self.emit(EventType.COMPLETION, f"Process stopped (stop_reason={result.stop_reason})", span)
+
+        def stats() -> None:
+            if result is None:
+                return
+            payload = agent_stats(
+                result, user=self.user, execution_time_in_seconds=elapsed, model_id=model_id_of(event.agent.model)
+            )
+            self.emit(EventType.AGENT_STATS, payload, span)
+
+        def final() -> None:
+            if result is None:
+                return
+            payload = result_payload(result, event.agent.messages)
+            if payload is not None:
+                self.emit(EventType.RESULT, payload, span)
+
+        self._guard("after_invocation", outcome)
+        self._guard("agent_stats", stats)
+        self._guard("result", final)
+        saved = self._tokens.pop(key, None)
+        if saved is not None:
+            self._guard("restore_identity", lambda: reset_identity(*saved))
+
+
+class EventLoopTracker:
+    """A callback handler that records EVENT_LOOP milestones, then calls the wrapped handler.
+
+    here-i-strand's ``event_loop_tracker`` replaced the user's handler; this one wraps it, so a
+    custom ``callback_handler`` keeps working and the milestones are still recorded.
+    """
+
+    def __init__(self, hooks: HISHooks, inner: Callable[..., Any] | None) -> None:
+        self._hooks = hooks
+        self._inner = inner
+
+    def __call__(self, **kwargs: Any) -> None:
+        phase = None
+        if kwargs.get("init_event_loop"):
+            phase = "init_event_loop"
+        elif "result" in kwargs:
+            phase = "result"
+        elif kwargs.get("force_stop"):
+            phase = "force_stop"
+        if phase is not None:
+            message = phase
+            if phase == "force_stop" and kwargs.get("force_stop_reason"):
+                message = f"force_stop: {kwargs['force_stop_reason']}"
+            self._hooks._guard("event_loop", lambda: self._hooks.emit(EventType.EVENT_LOOP, message))
+        if self._inner is not None:
+            self._inner(**kwargs)

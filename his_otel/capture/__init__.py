@@ -1,0 +1,1 @@
+"""Capture: the span processor that takes milestones live and at span end."""

@@ -1,0 +1,89 @@
+"""Names of every environment variable his-otel reads, and how a value is resolved.
+
+Precedence everywhere: an explicit argument, then the environment, then the default. A bad
+argument raises ``ValueError`` at construction; a bad environment value logs a warning and falls
+back to the default (the OpenTelemetry SDK's convention), so a typo in a deployment never stops an
+agent from starting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TypeVar
+
+logger = logging.getLogger(__name__)
+
+# Ours.
+ENV_TABLE = "HIS_OTEL_TABLE"
+ENV_MAX_QUEUE_SIZE = "HIS_OTEL_MAX_QUEUE_SIZE"
+ENV_MAX_QUEUE_BYTES = "HIS_OTEL_MAX_QUEUE_BYTES"
+ENV_SCHEDULE_DELAY_MS = "HIS_OTEL_SCHEDULE_DELAY_MS"
+ENV_EXPORT_TIMEOUT_MS = "HIS_OTEL_EXPORT_TIMEOUT_MS"
+ENV_SHUTDOWN_TIMEOUT_MS = "HIS_OTEL_SHUTDOWN_TIMEOUT_MS"
+ENV_MAX_MESSAGE_BYTES = "HIS_OTEL_MAX_MESSAGE_BYTES"
+ENV_MESSAGE_MODE = "HIS_OTEL_MESSAGE_MODE"
+ENV_REPORTING = "HIS_OTEL_REPORTING"
+ENV_DISABLED = "HIS_OTEL_DISABLED"
+
+# Theirs, read where we decide whether to add an OTLP exporter (the SDK exporters read the rest).
+ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+ENV_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENV_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+ENV_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+ENV_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+
+DEFAULT_MAX_QUEUE_SIZE = 100_000
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+DEFAULT_SCHEDULE_DELAY_MS = 50
+DEFAULT_EXPORT_TIMEOUT_MS = 10_000
+DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000
+
+MESSAGE_MODES = ("full", "drop")
+REPORTING_MODES = ("hooks", "prompt", "both")
+
+N = TypeVar("N", int, float)
+
+
+def resolve_int(arg: int | None, env: str, default: int, *, minimum: int = 1) -> int:
+    """Resolve an integer knob: argument, then ``env``, then ``default``."""
+    if arg is not None:
+        if isinstance(arg, bool) or not isinstance(arg, int) or arg < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {arg!r}")
+        return arg
+    raw = os.environ.get(env)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        logger.warning("env=<%s>, value=<%s> | invalid value, using default %s", env, raw, default)
+        return default
+    return value
+
+
+def resolve_choice(arg: str | None, env: str, default: str, choices: tuple[str, ...]) -> str:
+    """Resolve a string knob that must be one of ``choices``."""
+    if arg is not None:
+        if arg not in choices:
+            raise ValueError(f"expected one of {choices}, got {arg!r}")
+        return arg
+    raw = os.environ.get(env, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        logger.warning("env=<%s>, value=<%s> | invalid value, using default %s", env, raw, default)
+        return default
+    return raw
+
+
+def resolve_str(arg: str | None, env: str, default: str = "") -> str:
+    if arg is not None:
+        return arg
+    return os.environ.get(env, "").strip() or default
+
+
+def env_flag(env: str) -> bool:
+    return os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")

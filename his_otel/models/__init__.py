@@ -1,0 +1,1 @@
+"""Models: an offline scripted model for demos and tests."""

@@ -1,0 +1,182 @@
+"""The two formats his-otel speaks: the ``his.milestone`` span event and the DynamoDB row.
+
+Every emitter writes the event through :func:`event_attributes`; every exporter reads it back through
+:func:`milestone_from_event` and writes it with :func:`to_item`. Keeping the three here is what makes
+the in-process path and the bridge produce identical rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+Item = dict[str, dict[str, Any]]
+"""A DynamoDB item in the low-level client's attribute-value form."""
+
+EVENT_NAME = "his.milestone"
+
+ATTR_EVT_TYPE = "his.evt_type"
+ATTR_EVT_MESSAGE = "his.evt_message"
+ATTR_EVENT_ID = "his.event_id"
+ATTR_SESSION_ID = "his.session_id"
+ATTR_AGENT_ID = "his.agent_id"
+# Routes an in-process row to its agent's table. The bridge ignores it: a sender never picks the table.
+ATTR_TABLE = "his.table"
+# The attribute AgentCore and OTel's session convention use, so backends can search spans by session.
+SPAN_ATTR_SESSION_ID = "session.id"
+
+# Item attribute names: here-i-strand's six, then the trace link and the truncation flags.
+KEY_SESSION_ID = "session_id"
+KEY_EVENT_ID = "event_id"
+
+# DynamoDB's item limit is 400 KB including attribute names; this leaves room for the other attributes.
+DEFAULT_MAX_MESSAGE_BYTES = 350_000
+
+_EVT_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+
+
+class EventType(str, Enum):
+    """The milestone types here-i-strand defined. Any other upper-case name is accepted too."""
+
+    START = "START"
+    TOOLING = "TOOLING"
+    MODEL_INVOCATION = "MODEL_INVOCATION"
+    PROGRESS = "PROGRESS"
+    COMPLETION = "COMPLETION"
+    ERROR = "ERROR"
+    BEDROCK_THROTTLING = "BEDROCK_THROTTLING"
+    EVENT_LOOP = "EVENT_LOOP"
+    AGENT_STATS = "AGENT_STATS"
+    RESULT = "RESULT"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class InvalidMilestone(ValueError):
+    """A span event that cannot become a row (missing ids, malformed type)."""
+
+
+def normalize_evt_type(evt_type: str | EventType) -> str:
+    """Return ``evt_type`` upper-cased, or raise :class:`InvalidMilestone` if it is not a valid name."""
+    value = evt_type.value if isinstance(evt_type, EventType) else str(evt_type).strip().upper()
+    if not _EVT_TYPE_RE.match(value):
+        raise InvalidMilestone(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {evt_type!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """One milestone, as emitted and as read back from a span event."""
+
+    event_id: str
+    session_id: str
+    agent_id: str
+    evt_type: str
+    evt_message: str
+    timestamp_ns: int
+    trace_id: int = 0
+    span_id: int = 0
+    span_name: str = ""
+    table: str = ""
+
+    def approx_bytes(self) -> int:
+        """A cheap upper estimate of the memory and item size this milestone takes."""
+        return 4 * len(self.evt_message) + len(self.span_name) + 256
+
+    def with_span(self, trace_id: int, span_id: int, span_name: str) -> Milestone:
+        return replace(self, trace_id=trace_id, span_id=span_id, span_name=span_name)
+
+
+def event_attributes(m: Milestone, *, include_table: bool = True) -> dict[str, str]:
+    """The ``his.milestone`` event attributes for ``m`` (DESIGN section 2)."""
+    attrs = {
+        ATTR_EVT_TYPE: m.evt_type,
+        ATTR_EVT_MESSAGE: m.evt_message,
+        ATTR_EVENT_ID: m.event_id,
+        ATTR_SESSION_ID: m.session_id,
+        ATTR_AGENT_ID: m.agent_id,
+    }
+    if include_table and m.table:
+        attrs[ATTR_TABLE] = m.table
+    return attrs
+
+
+def _text(value: Any) -> str:
+    """Coerce an attribute value to text that DynamoDB accepts (valid UTF-8)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    text = value if isinstance(value, str) else str(value)
+    # Lone surrogates cannot be encoded; boto3 would fail the whole batch on them.
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def milestone_from_event(
+    attributes: Mapping[str, Any] | None,
+    timestamp_ns: int,
+    *,
+    trace_id: int = 0,
+    span_id: int = 0,
+    span_name: str = "",
+) -> Milestone:
+    """Read a ``his.milestone`` event back into a :class:`Milestone`.
+
+    Raises:
+        InvalidMilestone: when the event lacks a session or event id, or its type is malformed.
+    """
+    attrs = attributes or {}
+    session_id = _text(attrs.get(ATTR_SESSION_ID, "")).strip()
+    event_id = _text(attrs.get(ATTR_EVENT_ID, "")).strip()
+    if not session_id:
+        raise InvalidMilestone("missing his.session_id")
+    if not event_id:
+        raise InvalidMilestone("missing his.event_id")
+    return Milestone(
+        event_id=event_id,
+        session_id=session_id,
+        agent_id=_text(attrs.get(ATTR_AGENT_ID, "")).strip() or "default",
+        evt_type=normalize_evt_type(_text(attrs.get(ATTR_EVT_TYPE, ""))),
+        evt_message=_text(attrs.get(ATTR_EVT_MESSAGE, "")),
+        timestamp_ns=int(timestamp_ns),
+        trace_id=trace_id,
+        span_id=span_id,
+        span_name=_text(span_name),
+        table=_text(attrs.get(ATTR_TABLE, "")).strip(),
+    )
+
+
+def iso_utc(timestamp_ns: int) -> str:
+    """ISO-8601 UTC with microseconds, e.g. ``2026-11-21T14:05:00.123456+00:00``."""
+    return datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds")
+
+
+def to_item(m: Milestone, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Item:
+    """The DynamoDB item (low-level attribute-value form) for ``m`` (DESIGN section 3)."""
+    message = m.evt_message
+    item: Item = {
+        KEY_SESSION_ID: {"S": m.session_id},
+        KEY_EVENT_ID: {"S": m.event_id},
+        "agent_id": {"S": m.agent_id},
+        "evt_type": {"S": m.evt_type},
+        "evt_datetime": {"S": iso_utc(m.timestamp_ns)},
+    }
+    encoded = message.encode("utf-8")
+    if len(encoded) > max_message_bytes:
+        # Truncate on a character boundary; keep the row rather than fail its whole batch.
+        message = encoded[:max_message_bytes].decode("utf-8", errors="ignore")
+        item["evt_message_truncated"] = {"BOOL": True}
+        item["evt_message_length"] = {"N": str(len(encoded))}
+    item["evt_message"] = {"S": message}
+    if m.trace_id:
+        item["trace_id"] = {"S": format(m.trace_id, "032x")}
+    if m.span_id:
+        item["span_id"] = {"S": format(m.span_id, "016x")}
+    if m.span_name:
+        item["span_name"] = {"S": m.span_name}
+    return item

@@ -1,0 +1,1 @@
+"""Serve: the command line (demo, create-table, tail) and the embedded local DynamoDB."""

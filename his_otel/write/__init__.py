@@ -1,0 +1,1 @@
+"""Write: span events to rows, and rows to DynamoDB."""

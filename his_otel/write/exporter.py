@@ -1,0 +1,240 @@
+"""``DynamoDBSpanExporter``: the ``his.milestone`` events of spans become rows of the status table."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .. import config
+from ..schema import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    EVENT_NAME,
+    InvalidMilestone,
+    Milestone,
+    milestone_from_event,
+    to_item,
+)
+from .dynamodb import DynamoDBWriter, Row, WriteResult
+from .throttled_log import ThrottledLog
+
+logger = logging.getLogger(__name__)
+
+MessageFilter = Callable[[Milestone], str]
+"""Returns the text to store as ``evt_message`` (for redaction); runs before the row leaves the process."""
+
+
+@dataclass
+class ExportOutcome:
+    """What became of a group of milestones."""
+
+    written: int = 0
+    rejected: int = 0
+    unwritten: list[Milestone] = field(default_factory=list)
+    throttled: int = 0
+
+
+def milestones_of(span: ReadableSpan) -> tuple[list[Milestone], int]:
+    """The milestones recorded as events of ``span``, and how many of its his events were malformed."""
+    ctx = span.context
+    found: list[Milestone] = []
+    bad = 0
+    for event in span.events:
+        if event.name != EVENT_NAME:
+            continue
+        try:
+            found.append(
+                milestone_from_event(
+                    event.attributes,
+                    event.timestamp,
+                    trace_id=ctx.trace_id if ctx else 0,
+                    span_id=ctx.span_id if ctx else 0,
+                    span_name=span.name,
+                )
+            )
+        except InvalidMilestone as e:
+            bad += 1
+            logger.warning("span=<%s>, error=<%s> | his.milestone event rejected", span.name, e)
+    return found, bad
+
+
+def default_client_factory(
+    *,
+    client: Any = None,
+    session: Any = None,
+    region_name: str | None = None,
+    endpoint_url: str | None = None,
+) -> Callable[[], Any]:
+    """A factory for the DynamoDB client: the caller's client wins, then a session, then boto3's defaults.
+
+    boto3 reads ``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_REGION``/``AWS_DEFAULT_REGION`` and credentials
+    from the environment itself. Short timeouts keep a hung endpoint from holding a deadline hostage.
+    """
+    if client is not None:
+        return lambda: client
+
+    def make() -> Any:
+        import boto3
+        from botocore.config import Config
+
+        sess = session or boto3.session.Session()
+        cfg = Config(
+            connect_timeout=2,
+            read_timeout=5,
+            retries={"mode": "standard", "max_attempts": 2},
+            max_pool_connections=16,
+        )
+        return sess.client("dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=cfg)
+
+    return make
+
+
+class DynamoDBSpanExporter(SpanExporter):
+    """Writes the ``his.milestone`` events of exported spans to DynamoDB; ignores everything else.
+
+    Args:
+        table_name: Table for milestones that do not name one (argument, then ``HIS_OTEL_TABLE``).
+        client: A boto3 DynamoDB client to use as is.
+        session: A boto3 session to build the client from (ignored when ``client`` is given).
+        region_name: Region for the client built here (else boto3's environment).
+        endpoint_url: Endpoint for the client built here (else ``AWS_ENDPOINT_URL_DYNAMODB``).
+        honor_event_table: Route a milestone to the table its ``his.table`` attribute names. True
+            in-process (each HISAgent writes its own table); the bridge sets it False so a sender
+            can never choose the table.
+        export_timeout_millis: Deadline for one ``export`` call, retries included.
+        max_message_bytes: Longer messages are stored truncated and flagged.
+        message_mode: ``"full"`` keeps message text; ``"drop"`` stores rows without it.
+        message_filter: Called per milestone to rewrite its text (redaction) before it is written.
+    """
+
+    def __init__(
+        self,
+        table_name: str | None = None,
+        *,
+        client: Any = None,
+        session: Any = None,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        honor_event_table: bool = True,
+        export_timeout_millis: int | None = None,
+        max_message_bytes: int | None = None,
+        message_mode: str | None = None,
+        message_filter: MessageFilter | None = None,
+    ) -> None:
+        self.table_name = config.resolve_str(table_name, config.ENV_TABLE)
+        self.honor_event_table = honor_event_table
+        self._timeout_s = (
+            config.resolve_int(export_timeout_millis, config.ENV_EXPORT_TIMEOUT_MS, config.DEFAULT_EXPORT_TIMEOUT_MS)
+            / 1000
+        )
+        self._max_message_bytes = config.resolve_int(
+            max_message_bytes, config.ENV_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, minimum=64
+        )
+        self._message_mode = config.resolve_choice(
+            message_mode, config.ENV_MESSAGE_MODE, "full", config.MESSAGE_MODES
+        )
+        self._message_filter = message_filter
+        self._writer = DynamoDBWriter(
+            default_client_factory(client=client, session=session, region_name=region_name, endpoint_url=endpoint_url)
+        )
+        self._shutdown = threading.Event()
+        self._log = ThrottledLog(logger)
+        self._counts_lock = threading.Lock()
+        self.rows_written = 0
+        self.rows_rejected = 0
+
+    @property
+    def client(self) -> Any:
+        """The boto3 DynamoDB client (built on first use)."""
+        return self._writer.client()
+
+    def _row(self, m: Milestone) -> Row | None:
+        table = (m.table if self.honor_event_table else "") or self.table_name
+        if not table:
+            self._log.error(
+                "no-table",
+                "session_id=<%s>, evt_type=<%s> | no table for milestone (set HIS_OTEL_TABLE), rejected",
+                m.session_id,
+                m.evt_type,
+            )
+            return None
+        message = m.evt_message
+        if self._message_mode == "drop":
+            message = ""
+        elif self._message_filter is not None:
+            try:
+                message = str(self._message_filter(m))
+            except Exception:
+                # Storing unfiltered text could leak what the filter exists to hide.
+                self._log.error("filter", "evt_type=<%s> | message_filter raised, message dropped", m.evt_type)
+                message = ""
+        if message is not m.evt_message:
+            m = Milestone(**{**m.__dict__, "evt_message": message})
+        return table, to_item(m, max_message_bytes=self._max_message_bytes)
+
+    def export_milestones(self, milestones: Sequence[Milestone], timeout_s: float | None = None) -> ExportOutcome:
+        """Write ``milestones`` within ``timeout_s`` (default: the export timeout). Never raises."""
+        outcome = ExportOutcome()
+        if self._shutdown.is_set():
+            outcome.unwritten = list(milestones)
+            return outcome
+        by_key: dict[tuple[str, str, str], Milestone] = {}
+        rows: list[Row] = []
+        for m in milestones:
+            try:
+                row = self._row(m)
+            except Exception as e:
+                row = None
+                self._log.error("mapping", "event_id=<%s>, error=<%r> | milestone could not be mapped", m.event_id, e)
+            if row is None:
+                outcome.rejected += 1
+                continue
+            rows.append(row)
+            by_key[(row[0], m.session_id, m.event_id)] = m
+        deadline = time.monotonic() + (self._timeout_s if timeout_s is None else max(0.0, timeout_s))
+        result: WriteResult = self._writer.write(rows, deadline)
+        outcome.written = result.written
+        outcome.rejected += result.rejected
+        outcome.throttled = result.throttled
+        outcome.unwritten = [
+            by_key[(t, item["session_id"]["S"], item["event_id"]["S"])] for t, item in result.unwritten
+        ]
+        with self._counts_lock:
+            self.rows_written += outcome.written
+            self.rows_rejected += outcome.rejected
+        return outcome
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Write the milestones of ``spans``. FAILURE means some were not written before the deadline."""
+        if self._shutdown.is_set():
+            return SpanExportResult.FAILURE
+        try:
+            milestones: list[Milestone] = []
+            for span in spans:
+                found, bad = milestones_of(span)
+                milestones.extend(found)
+                if bad:
+                    with self._counts_lock:
+                        self.rows_rejected += bad
+            if not milestones:
+                return SpanExportResult.SUCCESS
+            outcome = self.export_milestones(milestones)
+            return SpanExportResult.FAILURE if outcome.unwritten else SpanExportResult.SUCCESS
+        except Exception:
+            logger.exception("his-otel export failed")
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        """Stop accepting work and cut short any retry wait. Idempotent."""
+        self._shutdown.set()
+        self._writer.stop_event.set()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        # Every export is synchronous: nothing is buffered here.
+        return True
