@@ -167,7 +167,11 @@ def milestone(
         )
         target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
         for sink in _sinks:
-            sink(m)
+            try:
+                sink(m)
+            except Exception:
+                # One broken sink must not keep the milestone from the others.
+                logger.exception("sink=<%r> | live sink failed", sink)
         return m.event_id
     except InvalidMilestone as e:
         logger.warning("evt_type=<%s> | milestone not recorded: %s", evt_type, e)

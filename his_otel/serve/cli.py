@@ -1,0 +1,179 @@
+"""``his-otel``: the command line. A thin layer over the library; the only place that configures
+logging or exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import __version__, config
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEMO_TABLE = "his-otel-demo"
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _endpoint(args: argparse.Namespace) -> str | None:
+    return getattr(args, "endpoint", None) or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get(
+        "AWS_ENDPOINT_URL"
+    )
+
+
+def make_client(endpoint: str | None) -> Any:
+    import boto3
+
+    try:
+        return boto3.client("dynamodb", endpoint_url=endpoint)
+    except Exception as e:  # botocore's NoRegionError and friends
+        raise _explain(e, endpoint) from e
+
+
+def _explain(e: Exception, endpoint: str | None) -> CLIError:
+    """Turn boto3's errors into sentences that say what to do."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+
+    where = endpoint or "AWS"
+    if isinstance(e, NoCredentialsError):
+        return CLIError(
+            "no AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or point"
+            " --endpoint at a local DynamoDB (`his-otel demo` starts one for you)."
+        )
+    if isinstance(e, NoRegionError):
+        return CLIError("no AWS region configured. Set AWS_REGION (or AWS_DEFAULT_REGION).")
+    if isinstance(e, EndpointConnectionError):
+        return CLIError(f"cannot reach DynamoDB at {where}: {e}")
+    if isinstance(e, ClientError):
+        code = e.response.get("Error", {}).get("Code", "")
+        if code == "ResourceNotFoundException":
+            return CLIError(f"table not found at {where}. Create it with: his-otel create-table NAME")
+        return CLIError(f"DynamoDB at {where} refused the request ({code}): {e}")
+    return CLIError(f"{type(e).__name__}: {e}")
+
+
+def _guarded(fn: Callable[[], int], endpoint: str | None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn()
+    except (BotoCoreError, ClientError) as e:
+        raise _explain(e, endpoint) from e
+
+
+def _table(args: argparse.Namespace) -> str:
+    table = args.table or os.environ.get(config.ENV_TABLE, "").strip()
+    if not table:
+        raise CLIError(f"no table given: pass --table or set {config.ENV_TABLE}")
+    return str(table)
+
+
+def cmd_create_table(args: argparse.Namespace) -> int:
+    from .table import create_table
+
+    endpoint = _endpoint(args)
+    client = make_client(endpoint)
+
+    def run() -> int:
+        created = create_table(client, args.name)
+        print(f"table {args.name} {'created' if created else 'already exists'} at {endpoint or 'AWS'}")
+        return 0
+
+    return _guarded(run, endpoint)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from .timeline import Follower
+
+    table = _table(args)
+    endpoint = _endpoint(args)
+    client = make_client(endpoint)
+
+    def run() -> int:
+        client.describe_table(TableName=table)  # a clear error for a missing table, before polling
+        follower = Follower(client, table, args.session_id, sys.stdout, interval_s=args.interval, as_json=args.json)
+        follower.poll()
+        if not args.follow:
+            if not follower.rows:
+                print(f"no rows for session {args.session_id} in {table}", file=sys.stderr)
+            return 0
+        try:
+            follower.run()
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    return _guarded(run, endpoint)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="his-otel", description="Agent status rows for Strands Agents, carried by OpenTelemetry."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log his-otel's own activity")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    endpoint_help = "DynamoDB endpoint URL (else AWS_ENDPOINT_URL_DYNAMODB, else AWS)"
+
+    demo = sub.add_parser("demo", help="run a HISAgent offline and print its status rows as they land")
+    demo.add_argument("--table", default=None, help=f"table name (else {config.ENV_TABLE}, else {DEFAULT_DEMO_TABLE})")
+    demo.add_argument("--session-id", default=None, help="session id (default: a new one)")
+    demo.add_argument(
+        "--endpoint", default=None, help="use this DynamoDB instead of starting the embedded one"
+    )
+    demo.add_argument(
+        "--use-aws", action="store_true", help="write to real DynamoDB through boto3's environment"
+    )
+    demo.add_argument("--turn-delay", type=float, default=0.3, help="seconds each scripted model turn takes")
+    demo.set_defaults(func=cmd_demo)
+
+    create = sub.add_parser("create-table", help="create the status table (on-demand)")
+    create.add_argument("name", help="table name")
+    create.add_argument("--endpoint", default=None, help=endpoint_help)
+    create.set_defaults(func=cmd_create_table)
+
+    tail = sub.add_parser("tail", help="print a session's rows in order")
+    tail.add_argument("session_id", help="the session to show")
+    tail.add_argument("--table", default=None, help=f"table name (else {config.ENV_TABLE})")
+    tail.add_argument("--endpoint", default=None, help=endpoint_help)
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new rows until Ctrl-C")
+    tail.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
+    tail.add_argument("--json", action="store_true", help="one JSON object per row")
+    tail.set_defaults(func=cmd_tail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # moto's server and urllib3 are chatty at INFO; they are not ours to report.
+    for name in ("werkzeug", "botocore", "urllib3", "strands"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except CLIError as e:
+        print(f"his-otel: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""``his-otel demo``: a HISAgent with the scripted model, its rows printed as they land."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from strands import tool
+
+from .. import config
+from ..agent.his_agent import HISAgent
+from ..emit import milestone
+from ..models.scripted import ScriptedModel, ToolCall
+from ..schema import EventType
+from ..tracing import configure
+
+EXPECTED = (
+    EventType.START,
+    EventType.EVENT_LOOP,
+    EventType.MODEL_INVOCATION,
+    EventType.TOOLING,
+    EventType.COMPLETION,
+    EventType.AGENT_STATS,
+    EventType.RESULT,
+)
+
+
+@tool
+def search_knowledge_base(query: str) -> str:
+    """Search the support knowledge base for articles matching a query."""
+    time.sleep(0.2)
+    milestone(EventType.PROGRESS, f"Knowledge base: 2 articles match {query!r}")
+    return "Refunds are allowed within 30 days of delivery for damaged items."
+
+
+@tool
+def get_order(order_id: str) -> dict[str, Any]:
+    """Fetch an order by id."""
+    time.sleep(0.3)
+    return {"order_id": order_id, "item": "kettle", "amount": 42.5, "delivered_days_ago": 4}
+
+
+@tool
+def get_shipping_status(order_id: str) -> str:
+    """Fetch the shipping status of an order."""
+    time.sleep(0.3)
+    return f"order {order_id}: delivered, carrier reported damage on arrival"
+
+
+def demo_script() -> list[Any]:
+    """Four model turns: a search, two tools at once, a model-reported milestone, the answer."""
+    return [
+        ToolCall("search_knowledge_base", {"query": "refund damaged item"}),
+        [ToolCall("get_order", {"order_id": "A-1001"}), ToolCall("get_shipping_status", {"order_id": "A-1001"})],
+        # The model names someone else's table and session: his-otel writes to the agent's own.
+        ToolCall(
+            "write_dynamo",
+            {
+                "table_name": "someone-elses-table",
+                "agent_id": "not-me",
+                "session_id": "someone-elses-session",
+                "event_type": "PROGRESS",
+                "message": "Order and shipping data retrieved; drafting the decision",
+            },
+        ),
+        '```json\n{"decision": "refund", "order_id": "A-1001", "amount": 42.5, "reason": "damaged on arrival"}\n```',
+    ]
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .cli import CLIError, _explain, make_client
+    from .local_dynamodb import LOCAL_ENV, LocalDynamoDB
+    from .table import create_table
+    from .timeline import Follower
+
+    table = args.table or os.environ.get(config.ENV_TABLE, "").strip() or "his-otel-demo"
+    session_id = args.session_id or f"demo-{uuid.uuid4().hex[:8]}"
+    endpoint = args.endpoint or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+    out = sys.stdout
+
+    stack_has_local = False
+    with contextlib.ExitStack() as stack:
+        if not endpoint and not args.use_aws:
+            stack_has_local = True
+            local = LocalDynamoDB()
+            try:
+                endpoint = local.start()
+            except Exception as e:
+                raise CLIError(str(e)) from e
+            stack.callback(local.stop)
+            # moto takes any credentials; real ones are never sent to it.
+            os.environ.update(LOCAL_ENV)
+            out.write(f"embedded DynamoDB (moto server) at {endpoint}\n")
+        if endpoint:
+            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+        client = make_client(endpoint)
+        try:
+            created = create_table(client, table)
+        except Exception as e:
+            raise _explain(e, endpoint) from e
+        out.write(f"table {table} {'created' if created else 'exists'}; session {session_id}\n\n")
+
+        handle = configure(table, service_name="his-otel-demo")
+        stack.callback(handle.shutdown)
+        follower = Follower(client, table, session_id, out, interval_s=0.2)
+        follower.start()
+        agent = HISAgent(
+            status_dynamo_table_name=table,
+            session_id=session_id,
+            agent_id="support-agent",
+            name="support-agent",
+            user="demo-user",
+            model=ScriptedModel(demo_script(), model_id="scripted-demo-model", delay_s=args.turn_delay),
+            tools=[search_knowledge_base, get_order, get_shipping_status],
+            system_prompt="You are a support agent deciding refunds.",
+        )
+        started = time.perf_counter()
+        result = agent("Customer says order A-1001 arrived damaged. Refund?")
+        elapsed = time.perf_counter() - started
+        flushed = handle.force_flush(10_000)
+        follower.stop()
+
+        rows = follower.rows
+        types = Counter(str(r["evt_type"]) for r in rows)
+        traces = sorted({str(r.get("trace_id", "")) for r in rows if r.get("trace_id")})
+        answer = " ".join(str(result).split())
+        out.write(f"\nagent answered in {elapsed:.2f}s: {answer[:110]}\n")
+        out.write(f"{len(rows)} rows for session {session_id}: ")
+        out.write(", ".join(f"{t}={n}" for t, n in sorted(types.items())) + "\n")
+        out.write(f"trace id: {', '.join(traces) or '-'}\n")
+        if handle.otlp_exporter is not None:
+            out.write(f"trace sent over OTLP; in Jaeger: http://localhost:16686/trace/{traces[0] if traces else ''}\n")
+        if stack_has_local:
+            out.write("(the embedded DynamoDB stops with the demo; pass --endpoint to keep the rows)\n")
+        else:
+            out.write(f"read them again: his-otel tail {session_id} --table {table}")
+            out.write(f" --endpoint {endpoint}\n" if endpoint else "\n")
+        missing = [str(t) for t in EXPECTED if str(t) not in types]
+        if missing or not flushed:
+            out.write(f"missing milestone rows: {', '.join(missing) or '-'}; flushed={flushed}\n")
+            return 1
+        return 0
+    return 1  # pragma: no cover - the with-block always returns

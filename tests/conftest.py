@@ -1,0 +1,81 @@
+"""Shared fixtures: one moto server (a real DynamoDB HTTP API in a child process), one global
+TracerProvider with an in-memory exporter to inspect spans, one his-otel handle on it.
+
+OpenTelemetry lets a process set the global provider once, and Strands only uses the global one,
+so tests that need another global set-up (sampling, installing a provider) run in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from his_otel import Handle, configure
+from his_otel.serve.local_dynamodb import LOCAL_ENV, LocalDynamoDB
+from his_otel.serve.table import create_table, session_rows
+
+DEFAULT_TABLE = "his-default"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    # Tests must never reach real AWS, whatever the developer's shell has.
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        os.environ.pop(key, None)
+    os.environ.update(LOCAL_ENV)
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    with LocalDynamoDB() as endpoint:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def ddb(moto_endpoint: str) -> Any:
+    return boto3.client("dynamodb", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture
+def table(ddb: Any) -> str:
+    name = f"status-{uuid.uuid4().hex[:10]}"
+    create_table(ddb, name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def spans() -> InMemorySpanExporter:
+    """Every finished span of the test session (the global provider is set once)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    assert trace.get_tracer_provider() is provider, "another test set the global provider first"
+    return exporter
+
+
+@pytest.fixture(scope="session")
+def his(moto_endpoint: str, ddb: Any, spans: InMemorySpanExporter) -> Iterator[Handle]:
+    create_table(ddb, DEFAULT_TABLE)
+    handle = configure(DEFAULT_TABLE, schedule_delay_millis=10)
+    yield handle
+    handle.shutdown()
+
+
+@pytest.fixture
+def rows(ddb: Any, his: Handle) -> Callable[..., list[dict[str, Any]]]:
+    """rows(table, session_id): flush, then read the session's rows in event_id order."""
+
+    def read(table: str, session_id: str) -> list[dict[str, Any]]:
+        assert his.force_flush(10_000), "rows were not written within 10 s"
+        return session_rows(ddb, table, session_id)
+
+    return read

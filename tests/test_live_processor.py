@@ -1,0 +1,166 @@
+"""HISSpanProcessor: rows land while spans are open, and every milestone gets exactly one row."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import new_session, wait_for
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+from his_otel import DynamoDBSpanExporter, HISSpanProcessor, milestone
+from his_otel.schema import EVENT_NAME, Milestone, event_attributes
+from his_otel.serve.table import session_rows
+
+DOWN = "http://127.0.0.1:9"  # the discard port: nothing answers
+
+
+@pytest.fixture
+def make(moto_endpoint: str) -> Iterator[Any]:
+    """make(table, **processor_args) -> (provider, tracer, processor); all shut down after the test."""
+    made: list[HISSpanProcessor] = []
+
+    def build(table: str, endpoint: str | None = None, export_timeout_millis: int = 2000, **kw: Any) -> Any:
+        exporter = DynamoDBSpanExporter(
+            table, endpoint_url=endpoint, export_timeout_millis=export_timeout_millis
+        )
+        processor = HISSpanProcessor(exporter, **kw)
+        made.append(processor)
+        provider = TracerProvider(span_limits=kw.pop("limits", None))
+        provider.add_span_processor(processor)
+        return provider, provider.get_tracer("t"), processor
+
+    yield build
+    for p in made:
+        p.shutdown()
+
+
+def test_row_lands_while_its_span_is_still_open(ddb: Any, table: str, make: Any) -> None:
+    _, tracer, _ = make(table)
+    session = new_session()
+    with tracer.start_as_current_span("long running") as span:
+        milestone("PROGRESS", "still going", session_id=session)
+        rows = wait_for(lambda: session_rows(ddb, table, session), timeout_s=5)
+        assert span.end_time is None  # type: ignore[attr-defined]
+    assert rows[0]["span_name"] == "long running"
+
+
+def test_milestone_pushed_out_of_the_span_by_the_event_limit_still_has_its_row(
+    ddb: Any, table: str, moto_endpoint: str
+) -> None:
+    exporter = DynamoDBSpanExporter(table)
+    processor = HISSpanProcessor(exporter)
+    provider = TracerProvider(span_limits=SpanLimits(max_events=128))
+    provider.add_span_processor(processor)
+    session = new_session()
+    try:
+        with provider.get_tracer("t").start_as_current_span("chatty") as span:
+            milestone("PROGRESS", "early", session_id=session)
+            for i in range(300):  # Strands adds one event per conversation message
+                span.add_event("gen_ai.user.message", {"content": str(i)})
+        assert not [e for e in span.events if e.name == EVENT_NAME]  # type: ignore[attr-defined]
+        assert span.dropped_events > 0  # type: ignore[attr-defined]
+        assert processor.force_flush(5000)
+        assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["early"]
+    finally:
+        processor.shutdown()
+
+
+def test_live_and_end_of_span_delivery_make_one_row(ddb: Any, table: str, make: Any) -> None:
+    _, tracer, processor = make(table)
+    session = new_session()
+    with tracer.start_as_current_span("s") as span:
+        ids = [milestone("PROGRESS", str(i), session_id=session) for i in range(5)]
+    assert processor.force_flush(5000)
+    # And once more, as a bridge or a second exporter would deliver it.
+    processor.on_end(span)  # type: ignore[arg-type]
+    DynamoDBSpanExporter(table).export([span])  # type: ignore[list-item]
+    assert processor.force_flush(5000)
+    assert [r["event_id"] for r in session_rows(ddb, table, session)] == ids
+
+
+def test_events_added_without_milestone_are_written_at_span_end(ddb: Any, table: str, make: Any) -> None:
+    _, tracer, processor = make(table, live=False)
+    session = new_session()
+    m = Milestone("0190b4c2-7d3e-7abc-8def-000000000001", session, "a", "PROGRESS", "raw", time.time_ns())
+    with tracer.start_as_current_span("raw") as span:
+        span.add_event(EVENT_NAME, event_attributes(m))
+        assert processor.force_flush(2000)
+        assert session_rows(ddb, table, session) == []  # not live: nothing before the span ends
+    assert processor.force_flush(5000)
+    assert [r["event_id"] for r in session_rows(ddb, table, session)] == [m.event_id]
+
+
+def test_provider_force_flush_writes_pending_rows(ddb: Any, table: str, make: Any) -> None:
+    provider, tracer, _ = make(table, schedule_delay_millis=60_000)
+    session = new_session()
+    with tracer.start_as_current_span("s"):
+        for i in range(40):
+            milestone("PROGRESS", str(i), session_id=session)
+    started = time.monotonic()
+    assert provider.force_flush(10_000)
+    assert time.monotonic() - started < 5  # the 60 s batching delay did not hold the flush
+    assert len(session_rows(ddb, table, session)) == 40
+
+
+def test_dynamodb_down_keeps_everything_queued_and_flush_honours_its_timeout(table: str, make: Any) -> None:
+    _, tracer, processor = make(table, endpoint=DOWN, export_timeout_millis=200, shutdown_timeout_millis=300)
+    session = new_session()
+    with tracer.start_as_current_span("s"):
+        for i in range(10):
+            milestone("PROGRESS", str(i), session_id=session)
+    started = time.monotonic()
+    assert processor.force_flush(300) is False
+    assert time.monotonic() - started < 1.5
+    stats = processor.stats()
+    assert stats.queued == 10 and stats.dropped == 0 and stats.written == 0
+    started = time.monotonic()
+    processor.shutdown()
+    assert time.monotonic() - started < 3
+    assert processor.stats().dropped == 10  # counted, not silently lost
+
+
+def test_a_full_queue_counts_what_it_drops_and_says_so_once(
+    table: str, make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, tracer, processor = make(table, endpoint=DOWN, export_timeout_millis=200, max_queue_size=5, shutdown_timeout_millis=200)
+    session = new_session()
+    with caplog.at_level(logging.ERROR, logger="his_otel"), tracer.start_as_current_span("s"):
+        results = [processor.submit(Milestone(f"e{i}", session, "a", "PROGRESS", "x", 1)) for i in range(20)]
+    assert results.count(False) == 15
+    assert processor.stats().dropped == 15
+    assert processor.stats().peak_queued <= 5
+    assert caplog.text.count("status queue full") == 1
+
+
+def test_queue_byte_cap(table: str, make: Any) -> None:
+    _, _, processor = make(table, endpoint=DOWN, export_timeout_millis=200, max_queue_bytes=50_000, shutdown_timeout_millis=200)
+    big = "x" * 5_000  # about 20 KB each by the processor's estimate
+    accepted = [processor.submit(Milestone(f"e{i}", "s", "a", "PROGRESS", big, 1)) for i in range(10)]
+    assert accepted.count(True) == 2
+    assert processor.stats().queued_bytes <= 50_000
+
+
+def test_shutdown_is_idempotent_and_later_milestones_are_counted_as_dropped(
+    ddb: Any, table: str, make: Any
+) -> None:
+    _, tracer, processor = make(table)
+    session = new_session()
+    with tracer.start_as_current_span("s"):
+        milestone("PROGRESS", "before", session_id=session)
+    processor.shutdown()
+    processor.shutdown()
+    assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["before"]
+    dropped = processor.stats().dropped
+    assert processor.submit(Milestone("late", session, "a", "PROGRESS", "after", 1)) is False
+    assert processor.stats().dropped == dropped + 1
+
+
+def test_on_end_skips_spans_without_events(table: str, make: Any) -> None:
+    provider, tracer, processor = make(table)
+    with tracer.start_as_current_span("quiet"):
+        pass
+    assert processor.stats().queued == 0
