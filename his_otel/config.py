@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +41,17 @@ DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000
 MESSAGE_MODES = ("full", "drop")
 REPORTING_MODES = ("hooks", "prompt", "both")
 
-N = TypeVar("N", int, float)
+
+def _arg_name(env: str) -> str:
+    """The argument a variable stands for, for error messages: HIS_OTEL_REPORTING -> reporting."""
+    return env.removeprefix("HIS_OTEL_").lower()
 
 
 def resolve_int(arg: int | None, env: str, default: int, *, minimum: int = 1) -> int:
     """Resolve an integer knob: argument, then ``env``, then ``default``."""
     if arg is not None:
         if isinstance(arg, bool) or not isinstance(arg, int) or arg < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {arg!r}")
+            raise ValueError(f"{_arg_name(env)}: expected an integer >= {minimum}, got {arg!r}")
         return arg
     raw = os.environ.get(env)
     if raw is None or raw.strip() == "":
@@ -68,7 +70,7 @@ def resolve_choice(arg: str | None, env: str, default: str, choices: tuple[str, 
     """Resolve a string knob that must be one of ``choices``."""
     if arg is not None:
         if arg not in choices:
-            raise ValueError(f"expected one of {choices}, got {arg!r}")
+            raise ValueError(f"{_arg_name(env)}: expected one of {choices}, got {arg!r}")
         return arg
     raw = os.environ.get(env, "").strip().lower()
     if not raw:

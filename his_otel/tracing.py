@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
+from types import FrameType
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +58,33 @@ class Handle:
 
     def stats(self) -> ProcessorStats:
         return self.processor.stats()
+
+
+def _flush_on_sigterm(handle: Handle) -> None:
+    """Write pending rows when the process is asked to stop, then let SIGTERM do what it did before.
+
+    Python skips ``atexit`` on SIGTERM. Only the main thread may set handlers; an app that sets
+    its own keeps it: ours runs first, then theirs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        try:
+            handle.shutdown()
+        except Exception:
+            logger.exception("his-otel shutdown on SIGTERM failed")
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError):  # not supported here (an embedded interpreter, say)
+        logger.debug("sigterm handler not installed")
 
 
 def _otlp_requested(otlp: bool | None) -> bool:
@@ -108,6 +137,7 @@ def configure(
     max_message_bytes: int | None = None,
     message_mode: str | None = None,
     message_filter: MessageFilter | None = None,
+    flush_on_sigterm: bool = True,
 ) -> Handle:
     """Set up status rows for this process. Idempotent: a second call returns the first handle.
 
@@ -122,6 +152,8 @@ def configure(
             :class:`DynamoDBSpanExporter`); by default boto3's environment.
         otlp: Force the OTLP exporter on or off for a provider installed here.
         service_name: ``service.name`` of a provider installed here (else ``OTEL_SERVICE_NAME``).
+        flush_on_sigterm: Write pending rows on SIGTERM (from the main thread only; an existing
+            handler still runs after ours).
         Other arguments: see :class:`HISSpanProcessor` and :class:`DynamoDBSpanExporter`.
 
     Returns:
@@ -184,4 +216,6 @@ def configure(
             otlp_exporter=otlp_exporter,
         )
         _handles[id(provider)] = handle
+        if flush_on_sigterm:
+            _flush_on_sigterm(handle)
         return handle

@@ -107,7 +107,8 @@ class HISSpanProcessor(SpanProcessor):
             os.register_at_fork(after_in_child=lambda: (p := ref()) is not None and p._after_fork())
 
     def _init_state(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Re-entrant: a SIGTERM handler may flush while the main thread is inside submit().
+        self._cond = threading.Condition(threading.RLock())
         self._queue: deque[Milestone] = deque()
         self._queued_bytes = 0
         self._peak = 0
@@ -125,7 +126,7 @@ class HISSpanProcessor(SpanProcessor):
 
     def _after_fork(self) -> None:
         # The child has the parent's queue but no writer thread; rows written twice are one row.
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(threading.RLock())
         if not self._is_shutdown:
             self._start_worker()
 

@@ -1,0 +1,243 @@
+"""configure() and the global provider. Each case runs in a fresh interpreter: OpenTelemetry allows
+one global provider per process, and Strands only uses the global one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from helpers import new_session, run_script
+
+from his_otel.serve.table import session_rows
+
+AGENT_RUN = """
+from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
+from strands import tool
+
+@tool
+def lookup(query: str) -> str:
+    '''Look up.'''
+    milestone("PROGRESS", "inside tool")
+    return "r"
+
+agent = HISAgent(TABLE, SESSION, model=ScriptedModel([ToolCall("lookup", {"query": "q"}), "done"]), tools=[lookup])
+agent("go")
+"""
+
+
+def script(table: str, session: str, body: str) -> str:
+    return f"import json\nTABLE = {table!r}\nSESSION = {session!r}\n{body}"
+
+
+def run_json(code: str, env: dict[str, str] | None = None) -> Any:
+    proc = run_script(code, env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def lifecycle(ddb: Any, table: str, session: str) -> list[str]:
+    return [r["evt_type"] for r in session_rows(ddb, table, session)]
+
+
+def test_installs_a_provider_when_none_exists_and_is_idempotent(ddb: Any, table: str) -> None:
+    session = new_session()
+    out = run_json(
+        script(
+            table,
+            session,
+            """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+import his_otel
+h = his_otel.configure(TABLE)
+again = his_otel.configure("another-table")
+"""
+            + AGENT_RUN
+            + """
+print(json.dumps({
+    "installed": h.installed_provider,
+    "global_is_ours": trace.get_tracer_provider() is h.provider,
+    "sdk": isinstance(h.provider, TracerProvider),
+    "same_handle": again is h,
+    "otlp": h.otlp_exporter is not None,
+    "flushed": h.force_flush(10000),
+}))
+""",
+        )
+    )
+    assert out == {
+        "installed": True,
+        "global_is_ours": True,
+        "sdk": True,
+        "same_handle": True,
+        "otlp": False,
+        "flushed": True,
+    }
+    assert "PROGRESS" in lifecycle(ddb, table, session)
+
+
+def test_attaches_to_the_apps_provider_without_replacing_it(ddb: Any, table: str) -> None:
+    session = new_session()
+    out = run_json(
+        script(
+            table,
+            session,
+            """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+mem = InMemorySpanExporter()
+app = TracerProvider()
+app.add_span_processor(SimpleSpanProcessor(mem))
+trace.set_tracer_provider(app)
+import his_otel
+h = his_otel.configure(TABLE)
+"""
+            + AGENT_RUN
+            + """
+print(json.dumps({
+    "installed": h.installed_provider,
+    "kept_app_provider": trace.get_tracer_provider() is app and h.provider is app,
+    "app_exporter_got_spans": len(mem.get_finished_spans()) > 0,
+    "flushed": trace.get_tracer_provider().force_flush(10000),
+}))
+""",
+        )
+    )
+    assert out == {"installed": False, "kept_app_provider": True, "app_exporter_got_spans": True, "flushed": True}
+    assert lifecycle(ddb, table, session)[0] == "START"
+
+
+def test_his_agent_configures_tracing_when_nothing_is_set_up(ddb: Any, table: str) -> None:
+    session = new_session()
+    out = run_json(
+        script(
+            table,
+            session,
+            AGENT_RUN
+            + """
+from opentelemetry import trace
+import his_otel
+h = his_otel.current_handle()
+print(json.dumps({"handle": h is not None, "installed": h.installed_provider, "flushed": h.force_flush(10000)}))
+""",
+        )
+    )
+    assert out == {"handle": True, "installed": True, "flushed": True}
+    assert {"START", "TOOLING", "PROGRESS", "COMPLETION", "AGENT_STATS", "RESULT"} <= set(
+        lifecycle(ddb, table, session)
+    )
+
+
+def test_sampled_out_traces_still_get_every_status_row(ddb: Any, table: str) -> None:
+    session = new_session()
+    out = run_json(
+        script(
+            table,
+            session,
+            """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+otlp_stand_in = InMemorySpanExporter()
+app = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+app.add_span_processor(SimpleSpanProcessor(otlp_stand_in))
+trace.set_tracer_provider(app)
+import his_otel
+h = his_otel.configure(TABLE)
+"""
+            + AGENT_RUN
+            + """
+print(json.dumps({"exported": len(otlp_stand_in.get_finished_spans()), "flushed": h.force_flush(10000)}))
+""",
+        )
+    )
+    assert out == {"exported": 0, "flushed": True}  # OTLP export stays sampled out...
+    rows = session_rows(ddb, table, session)
+    assert [r["evt_type"] for r in rows] == [  # ...status rows do not
+        "START",
+        "EVENT_LOOP",
+        "MODEL_INVOCATION",
+        "TOOLING",
+        "PROGRESS",
+        "MODEL_INVOCATION",
+        "COMPLETION",
+        "AGENT_STATS",
+        "RESULT",
+        "EVENT_LOOP",
+    ]
+    # Sampled-out spans still have real ids: the row still points at the (unexported) trace.
+    assert len({r["trace_id"] for r in rows}) == 1
+
+
+def test_otlp_exporter_follows_the_standard_variables(table: str) -> None:
+    body = """
+import his_otel
+h = his_otel.configure(TABLE)
+e = h.otlp_exporter
+print(json.dumps(None if e is None else type(e).__module__))
+"""
+    code = script(table, "unused", body)
+    assert run_json(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}) == (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    )
+    assert run_json(
+        code, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    ) == ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+    assert run_json(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"}) is None
+    assert run_json(code) is None
+
+
+def test_pending_rows_are_written_at_interpreter_exit(ddb: Any, table: str) -> None:
+    session = new_session()
+    proc = run_script(
+        script(
+            table,
+            session,
+            """
+import his_otel
+from opentelemetry import trace
+his_otel.configure(TABLE, schedule_delay_millis=60000)
+with trace.get_tracer("t").start_as_current_span("exit"):
+    for i in range(30):
+        his_otel.milestone("PROGRESS", str(i), session_id=SESSION)
+# no flush, no shutdown: the process just ends
+""",
+        )
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(session_rows(ddb, table, session)) == 30
+
+
+def test_pending_rows_are_written_on_sigterm(ddb: Any, table: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    session = new_session()
+    code = script(
+        table,
+        session,
+        """
+import sys, time, his_otel
+from opentelemetry import trace
+his_otel.configure(TABLE, schedule_delay_millis=60000)
+with trace.get_tracer("t").start_as_current_span("term"):
+    for i in range(20):
+        his_otel.milestone("PROGRESS", str(i), session_id=SESSION)
+print("ready", flush=True)
+time.sleep(60)
+""",
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == -signal.SIGTERM  # still dies of SIGTERM, as it would without us
+    assert len(session_rows(ddb, table, session)) == 20
