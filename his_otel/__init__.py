@@ -22,7 +22,7 @@ from .agent.prompt import DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE
 from .agent.report_tool import write_dynamo
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .emit import Identity, milestone, session
-from .models.scripted import ScriptedModel, ScriptExhausted, ToolCall
+from .models.scripted import ScriptedModel, ScriptExhaustedError, ToolCall
 from .schema import EVENT_NAME, EventType, Milestone
 from .tracing import Handle, configure, current_handle
 from .write.exporter import DynamoDBSpanExporter
@@ -42,7 +42,7 @@ __all__ = [
     "Identity",
     "Milestone",
     "ProcessorStats",
-    "ScriptExhausted",
+    "ScriptExhaustedError",
     "ScriptedModel",
     "TimeoutConcurrentToolExecutor",
     "ToolCall",

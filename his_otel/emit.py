@@ -22,7 +22,7 @@ from opentelemetry import trace as trace_api
 from .schema import (
     EVENT_NAME,
     EventType,
-    InvalidMilestone,
+    InvalidMilestoneError,
     Milestone,
     event_attributes,
     normalize_evt_type,
@@ -49,7 +49,7 @@ _current_identity: contextvars.ContextVar[Identity | None] = contextvars.Context
     "his_otel_identity", default=None
 )
 
-Sink = Callable[[Milestone], None]
+Sink = Callable[[Milestone], object]
 # Copy-on-write so the hot path reads it without a lock.
 _sinks: tuple[Sink, ...] = ()
 _sinks_lock = threading.Lock()
@@ -173,7 +173,7 @@ def milestone(
                 # One broken sink must not keep the milestone from the others.
                 logger.exception("sink=<%r> | live sink failed", sink)
         return m.event_id
-    except InvalidMilestone as e:
+    except InvalidMilestoneError as e:
         logger.warning("evt_type=<%s> | milestone not recorded: %s", evt_type, e)
         return None
     except Exception:

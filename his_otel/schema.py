@@ -57,15 +57,15 @@ class EventType(str, Enum):
         return self.value
 
 
-class InvalidMilestone(ValueError):
+class InvalidMilestoneError(ValueError):
     """A span event that cannot become a row (missing ids, malformed type)."""
 
 
 def normalize_evt_type(evt_type: str | EventType) -> str:
-    """Return ``evt_type`` upper-cased, or raise :class:`InvalidMilestone` if it is not a valid name."""
+    """Return ``evt_type`` upper-cased, or raise :class:`InvalidMilestoneError` if it is not a valid name."""
     value = evt_type.value if isinstance(evt_type, EventType) else str(evt_type).strip().upper()
     if not _EVT_TYPE_RE.match(value):
-        raise InvalidMilestone(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {evt_type!r}")
+        raise InvalidMilestoneError(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {evt_type!r}")
     return value
 
 
@@ -128,15 +128,15 @@ def milestone_from_event(
     """Read a ``his.milestone`` event back into a :class:`Milestone`.
 
     Raises:
-        InvalidMilestone: when the event lacks a session or event id, or its type is malformed.
+        InvalidMilestoneError: when the event lacks a session or event id, or its type is malformed.
     """
     attrs = attributes or {}
     session_id = _text(attrs.get(ATTR_SESSION_ID, "")).strip()
     event_id = _text(attrs.get(ATTR_EVENT_ID, "")).strip()
     if not session_id:
-        raise InvalidMilestone("missing his.session_id")
+        raise InvalidMilestoneError("missing his.session_id")
     if not event_id:
-        raise InvalidMilestone("missing his.event_id")
+        raise InvalidMilestoneError("missing his.event_id")
     return Milestone(
         event_id=event_id,
         session_id=session_id,

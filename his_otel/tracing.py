@@ -10,8 +10,8 @@ import logging
 import os
 import signal
 import threading
-from types import FrameType
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from opentelemetry import trace as trace_api
@@ -100,7 +100,9 @@ def _otlp_requested(otlp: bool | None) -> bool:
 
 def _otlp_exporter() -> SpanExporter:
     protocol = (
-        os.environ.get(config.ENV_OTLP_TRACES_PROTOCOL) or os.environ.get(config.ENV_OTLP_PROTOCOL) or "http/protobuf"
+        os.environ.get(config.ENV_OTLP_TRACES_PROTOCOL)
+        or os.environ.get(config.ENV_OTLP_PROTOCOL)
+        or "http/protobuf"
     ).strip()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter

@@ -20,7 +20,8 @@ def lookup(query: str) -> str:
     milestone("PROGRESS", "inside tool")
     return "r"
 
-agent = HISAgent(TABLE, SESSION, model=ScriptedModel([ToolCall("lookup", {"query": "q"}), "done"]), tools=[lookup])
+model = ScriptedModel([ToolCall("lookup", {"query": "q"}), "done"])
+agent = HISAgent(TABLE, SESSION, model=model, tools=[lookup])
 agent("go")
 """
 
@@ -105,7 +106,12 @@ print(json.dumps({
 """,
         )
     )
-    assert out == {"installed": False, "kept_app_provider": True, "app_exporter_got_spans": True, "flushed": True}
+    assert out == {
+        "installed": False,
+        "kept_app_provider": True,
+        "app_exporter_got_spans": True,
+        "flushed": True,
+    }
     assert lifecycle(ddb, table, session)[0] == "START"
 
 
@@ -120,7 +126,8 @@ def test_his_agent_configures_tracing_when_nothing_is_set_up(ddb: Any, table: st
 from opentelemetry import trace
 import his_otel
 h = his_otel.current_handle()
-print(json.dumps({"handle": h is not None, "installed": h.installed_provider, "flushed": h.force_flush(10000)}))
+flushed = h.force_flush(10000)
+print(json.dumps({"handle": h is not None, "installed": h.installed_provider, "flushed": flushed}))
 """,
         )
     )
@@ -185,9 +192,13 @@ print(json.dumps(None if e is None else type(e).__module__))
         "opentelemetry.exporter.otlp.proto.http.trace_exporter"
     )
     assert run_json(
-        code, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+        code,
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
     ) == ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
-    assert run_json(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"}) is None
+    assert (
+        run_json(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"})
+        is None
+    )
     assert run_json(code) is None
 
 

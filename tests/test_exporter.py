@@ -40,7 +40,9 @@ def test_exports_milestone_events_as_rows(ddb: Any, table: str) -> None:
         span = by_span[r["span_name"]]
         assert r["trace_id"] == format(span.context.trace_id, "032x")
         assert r["span_id"] == format(span.context.span_id, "016x")
-        (event,) = [e for e in span.events if e.name == EVENT_NAME and e.attributes["his.event_id"] == r["event_id"]]
+        (event,) = [
+            e for e in span.events if e.name == EVENT_NAME and e.attributes["his.event_id"] == r["event_id"]
+        ]
         assert r["evt_datetime"].startswith(time.strftime("%Y-%m-%dT", time.gmtime(event.timestamp / 1e9)))
     assert exporter.rows_written == 6
 

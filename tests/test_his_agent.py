@@ -111,7 +111,10 @@ def test_lifecycle_rows_of_a_tool_run(table: str, rows: Any, spans: InMemorySpan
 def test_agent_stats_and_result_use_here_i_strand_fields(table: str, rows: Any) -> None:
     session = new_session()
     agent = agent_for(
-        table, session, [ToolCall("lookup", {"query": "x"}), 'Here it is: ```json\n{"total": 3}\n```'], user="alice"
+        table,
+        session,
+        [ToolCall("lookup", {"query": "x"}), 'Here it is: ```json\n{"total": 3}\n```'],
+        user="alice",
     )
     agent("go")
     by_type = {r["evt_type"]: r for r in rows(table, session)}
@@ -142,6 +145,22 @@ def test_result_falls_back_to_raw_text(table: str, rows: Any) -> None:
     assert json.loads(result[0]["evt_message"]) == {"raw": "plain words, no json"}
 
 
+def test_structured_output_becomes_the_result_row(table: str, rows: Any) -> None:
+    from pydantic import BaseModel
+
+    class Decision(BaseModel):
+        refund: bool
+        amount: float
+
+    session = new_session()
+    agent = agent_for(table, session, [ToolCall("Decision", {"refund": True, "amount": 4.5})])
+    assert agent("go", structured_output_model=Decision).structured_output == Decision(
+        refund=True, amount=4.5
+    )
+    result = [r for r in rows(table, session) if r["evt_type"] == "RESULT"]
+    assert json.loads(result[0]["evt_message"]) == {"refund": True, "amount": 4.5}
+
+
 def test_stream_async_writes_stats_and_result_too(table: str, rows: Any) -> None:
     session = new_session()
     agent = agent_for(table, session, [ToolCall("lookup", {"query": "s"}), '{"streamed": true}'])
@@ -155,9 +174,7 @@ def test_stream_async_writes_stats_and_result_too(table: str, rows: Any) -> None
     assert got.count("AGENT_STATS") == 1 and got.count("RESULT") == 1 and got.count("COMPLETION") == 1
 
 
-def test_write_dynamo_ignores_the_table_and_session_the_model_names(
-    table: str, rows: Any, ddb: Any
-) -> None:
+def test_write_dynamo_ignores_the_table_and_session_the_model_names(table: str, rows: Any, ddb: Any) -> None:
     from his_otel.serve.table import create_table, session_rows
 
     victim_table = f"{table}-victim"
@@ -289,7 +306,13 @@ def test_prompt_mode_reproduces_here_i_strand(table: str, rows: Any) -> None:
     session = new_session()
     start = ToolCall(
         "write_dynamo",
-        {"table_name": table, "agent_id": "agent-1", "session_id": session, "event_type": "START", "message": "s"},
+        {
+            "table_name": table,
+            "agent_id": "agent-1",
+            "session_id": session,
+            "event_type": "START",
+            "message": "s",
+        },
     )
     agent = agent_for(table, session, [start, "done"], system_prompt="Be brief.", reporting="prompt")
     assert isinstance(agent.system_prompt, str)
@@ -320,9 +343,7 @@ def test_user_callback_handler_and_hooks_still_run(table: str, rows: Any) -> Non
             registry.add_callback(BeforeInvocationEvent, lambda e: seen.append("hook"))
 
     session = new_session()
-    agent_for(
-        table, session, ["hi"], hooks=[Mine()], callback_handler=lambda **kw: seen.append("cb")
-    )("go")
+    agent_for(table, session, ["hi"], hooks=[Mine()], callback_handler=lambda **kw: seen.append("cb"))("go")
     assert "hook" in seen and "cb" in seen
     assert types(rows(table, session)).count("EVENT_LOOP") == 2
 
@@ -394,7 +415,8 @@ def test_plain_strands_agent_with_the_report_tool_outside_a_session(table: str) 
     from his_otel import write_dynamo
 
     call = ToolCall(
-        "write_dynamo", {"table_name": "t", "agent_id": "a", "session_id": "s", "event_type": "X", "message": "m"}
+        "write_dynamo",
+        {"table_name": "t", "agent_id": "a", "session_id": "s", "event_type": "X", "message": "m"},
     )
     agent = Agent(model=ScriptedModel([call, "ok"]), tools=[write_dynamo], callback_handler=None)
     agent("go")

@@ -126,7 +126,9 @@ def test_dynamodb_down_keeps_everything_queued_and_flush_honours_its_timeout(tab
 def test_a_full_queue_counts_what_it_drops_and_says_so_once(
     table: str, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, tracer, processor = make(table, endpoint=DOWN, export_timeout_millis=200, max_queue_size=5, shutdown_timeout_millis=200)
+    _, tracer, processor = make(
+        table, endpoint=DOWN, export_timeout_millis=200, max_queue_size=5, shutdown_timeout_millis=200
+    )
     session = new_session()
     with caplog.at_level(logging.ERROR, logger="his_otel"), tracer.start_as_current_span("s"):
         results = [processor.submit(Milestone(f"e{i}", session, "a", "PROGRESS", "x", 1)) for i in range(20)]
@@ -137,7 +139,9 @@ def test_a_full_queue_counts_what_it_drops_and_says_so_once(
 
 
 def test_queue_byte_cap(table: str, make: Any) -> None:
-    _, _, processor = make(table, endpoint=DOWN, export_timeout_millis=200, max_queue_bytes=50_000, shutdown_timeout_millis=200)
+    _, _, processor = make(
+        table, endpoint=DOWN, export_timeout_millis=200, max_queue_bytes=50_000, shutdown_timeout_millis=200
+    )
     big = "x" * 5_000  # about 20 KB each by the processor's estimate
     accepted = [processor.submit(Milestone(f"e{i}", "s", "a", "PROGRESS", big, 1)) for i in range(10)]
     assert accepted.count(True) == 2
@@ -160,7 +164,20 @@ def test_shutdown_is_idempotent_and_later_milestones_are_counted_as_dropped(
 
 
 def test_on_end_skips_spans_without_events(table: str, make: Any) -> None:
-    provider, tracer, processor = make(table)
+    _, tracer, processor = make(table)
     with tracer.start_as_current_span("quiet"):
         pass
     assert processor.stats().queued == 0
+
+
+def test_a_missing_table_never_holds_up_another_tables_rows(ddb: Any, table: str, make: Any) -> None:
+    _, tracer, processor = make(table)
+    session = new_session()
+    with tracer.start_as_current_span("s"):
+        for i in range(5):
+            milestone("PROGRESS", f"lost {i}", session_id=session, table="no-such-table")
+            milestone("PROGRESS", f"kept {i}", session_id=session, table=table)
+    assert processor.force_flush(5000)
+    assert [r["evt_message"] for r in session_rows(ddb, table, session)] == [f"kept {i}" for i in range(5)]
+    stats = processor.stats()
+    assert stats.rejected == 5 and stats.queued == 0 and stats.dropped == 0

@@ -7,7 +7,7 @@ import pytest
 from his_otel.schema import (
     ATTR_TABLE,
     EventType,
-    InvalidMilestone,
+    InvalidMilestoneError,
     Milestone,
     event_attributes,
     iso_utc,
@@ -32,7 +32,9 @@ M = Milestone(
 
 def test_event_round_trip_keeps_every_field() -> None:
     attrs = event_attributes(M)
-    back = milestone_from_event(attrs, M.timestamp_ns, trace_id=M.trace_id, span_id=M.span_id, span_name=M.span_name)
+    back = milestone_from_event(
+        attrs, M.timestamp_ns, trace_id=M.trace_id, span_id=M.span_id, span_name=M.span_name
+    )
     assert back == M
 
 
@@ -83,7 +85,7 @@ def test_oversized_message_is_truncated_flagged_and_keeps_length() -> None:
     ],
 )
 def test_events_that_cannot_be_rows_are_rejected(attrs: dict[str, str] | None, error: str) -> None:
-    with pytest.raises(InvalidMilestone, match=error):
+    with pytest.raises(InvalidMilestoneError, match=error):
         milestone_from_event(attrs, 0)
 
 
@@ -123,7 +125,7 @@ def test_event_types() -> None:
     ]
     assert normalize_evt_type(EventType.RESULT) == "RESULT"
     assert normalize_evt_type(" custom_step ") == "CUSTOM_STEP"
-    with pytest.raises(InvalidMilestone):
+    with pytest.raises(InvalidMilestoneError):
         normalize_evt_type("")
 
 

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 
 from his_otel.schema import Milestone, to_item
 from his_otel.serve.table import session_rows
-from his_otel.write.dynamodb import MAX_BATCH_ITEMS, DynamoDBWriter, Row, dedupe
+from his_otel.write.dynamodb import DynamoDBWriter, Row, dedupe
 
 
 def row(table: str, session: str, i: int, message: str = "m") -> Row:
@@ -93,14 +93,20 @@ def test_throttling_and_server_errors_are_retried(moto_endpoint: str, code: str)
 def test_persistent_throttling_returns_the_rows_at_the_deadline(moto_endpoint: str) -> None:
     client, stub = _stubbed(moto_endpoint)
     for _ in range(200):
-        stub.add_client_error("batch_write_item", service_error_code="ThrottlingException", http_status_code=400)
+        stub.add_client_error(
+            "batch_write_item", service_error_code="ThrottlingException", http_status_code=400
+        )
     rows = [row("t", "s", i) for i in range(30)]
     started = time.monotonic()
     with stub:
-        result = DynamoDBWriter(lambda: client, base_backoff=0.01, max_backoff=0.05).write(rows, started + 0.5)
+        result = DynamoDBWriter(lambda: client, base_backoff=0.01, max_backoff=0.05).write(
+            rows, started + 0.5
+        )
     elapsed = time.monotonic() - started
     assert result.written == 0
-    assert sorted(r[1]["event_id"]["S"] for r in result.unwritten) == sorted(r[1]["event_id"]["S"] for r in rows)
+    assert sorted(r[1]["event_id"]["S"] for r in result.unwritten) == sorted(
+        r[1]["event_id"]["S"] for r in rows
+    )
     assert 0.4 < elapsed < 2.0
 
 
@@ -117,14 +123,18 @@ def test_unreachable_endpoint_gives_rows_back_without_raising() -> None:
         endpoint_url=f"http://127.0.0.1:{port}",
         config=Config(connect_timeout=0.2, read_timeout=0.2, retries={"max_attempts": 1}),
     )
-    result = DynamoDBWriter(lambda: client, base_backoff=0.01).write([row("t", "s", 1)], time.monotonic() + 0.5)
+    result = DynamoDBWriter(lambda: client, base_backoff=0.01).write(
+        [row("t", "s", 1)], time.monotonic() + 0.5
+    )
     assert result.written == 0 and len(result.unwritten) == 1
 
 
 def test_stop_event_cuts_a_backoff_wait_short(moto_endpoint: str) -> None:
     client, stub = _stubbed(moto_endpoint)
     for _ in range(5):
-        stub.add_client_error("batch_write_item", service_error_code="ThrottlingException", http_status_code=400)
+        stub.add_client_error(
+            "batch_write_item", service_error_code="ThrottlingException", http_status_code=400
+        )
     writer = DynamoDBWriter(lambda: client, base_backoff=30, max_backoff=30)
     threading.Timer(0.2, writer.stop_event.set).start()
     started = time.monotonic()
@@ -144,3 +154,28 @@ def test_own_dynamodb_calls_run_with_instrumentation_suppressed(ddb: Any, table:
     )
     DynamoDBWriter(lambda: client).write([row(table, "s", 1)], time.monotonic() + 10)
     assert seen == [True]
+
+
+def test_missing_table_rejects_its_rows_loudly_and_spares_the_others(
+    ddb: Any, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [row("no-such-table", "s", i) for i in range(3)] + [row(table, "s", i) for i in range(3)]
+    started = time.monotonic()
+    result = DynamoDBWriter(lambda: boto3.client("dynamodb")).write(rows, started + 30)
+    assert time.monotonic() - started < 5  # not retried until the deadline
+    assert (result.written, result.rejected, result.unwritten) == (3, 3, [])
+    assert len(session_rows(ddb, table, "s")) == 3
+    assert "table=<no-such-table>" in caplog.text and "his-otel create-table no-such-table" in caplog.text
+
+
+def test_access_denied_hands_rows_back_at_once(moto_endpoint: str) -> None:
+    client, stub = _stubbed(moto_endpoint)
+    stub.add_client_error(
+        "batch_write_item", service_error_code="AccessDeniedException", http_status_code=400
+    )
+    started = time.monotonic()
+    with stub:
+        result = DynamoDBWriter(lambda: client).write([row("t", "s", i) for i in range(30)], started + 30)
+        stub.assert_no_pending_responses()  # one call, no spinning
+    assert time.monotonic() - started < 2
+    assert len(result.unwritten) == 30 and result.rejected == 0

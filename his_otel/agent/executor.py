@@ -50,14 +50,20 @@ class TimeoutConcurrentToolExecutor(ConcurrentToolExecutor):
         structured_output_context: Any,
     ) -> None:
         events = ToolExecutor._stream_with_trace(
-            agent, tool_use, tool_results, cycle_trace, cycle_span, invocation_state, structured_output_context
+            agent,
+            tool_use,
+            tool_results,
+            cycle_trace,
+            cycle_span,
+            invocation_state,
+            structured_output_context,
         )
         async for event in events:
             task_queue.put_nowait((task_id, event))
             await task_event.wait()
             task_event.clear()
 
-    async def _task(  # type: ignore[override]
+    async def _task(
         self,
         agent: Agent,
         tool_use: ToolUse,
@@ -91,7 +97,9 @@ class TimeoutConcurrentToolExecutor(ConcurrentToolExecutor):
             )
         except asyncio.TimeoutError:
             logger.warning(
-                "tool=<%s>, tool_use_id=<%s>, timeout_s=<%s> | tool timed out", tool_name, tool_use_id,
+                "tool=<%s>, tool_use_id=<%s>, timeout_s=<%s> | tool timed out",
+                tool_name,
+                tool_use_id,
                 self.timeout_seconds,
             )
             error_result: ToolResult = {

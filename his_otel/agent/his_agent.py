@@ -67,7 +67,7 @@ class HISAgent(Agent):
         tools: list[Any] | None = None,
         system_prompt: Any = None,
         structured_output_model: Any = None,
-        callback_handler: Callable[..., Any] | None | Any = None,
+        callback_handler: Callable[..., Any] | Any | None = None,
         conversation_manager: Any = None,
         record_direct_tool_call: bool = True,
         load_tools_from_directory: bool = False,
@@ -133,7 +133,9 @@ class HISAgent(Agent):
             tools=[*(t for t in (tools or []) if t is not write_dynamo), write_dynamo],
             system_prompt=system_prompt,
             structured_output_model=structured_output_model,
-            callback_handler=EventLoopTracker(his_hooks, callback_handler if callable(callback_handler) else None),
+            callback_handler=EventLoopTracker(
+                his_hooks, callback_handler if callable(callback_handler) else None
+            ),
             conversation_manager=conversation_manager,
             record_direct_tool_call=record_direct_tool_call,
             load_tools_from_directory=load_tools_from_directory,

@@ -164,7 +164,10 @@ class HISHooks(HookProvider):
             if result is None:
                 return
             payload = agent_stats(
-                result, user=self.user, execution_time_in_seconds=elapsed, model_id=model_id_of(event.agent.model)
+                result,
+                user=self.user,
+                execution_time_in_seconds=elapsed,
+                model_id=model_id_of(event.agent.model),
             )
             self.emit(EventType.AGENT_STATS, payload, span)
 

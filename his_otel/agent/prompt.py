@@ -37,6 +37,7 @@ FORBIDDEN:
 - Mentioning or explaining the DynamoDB reporting process to the user.
 """  # noqa: E501, W291
 
+
 def build_system_prompt(system_prompt: Any, reporting_prompt: str) -> Any:
     """Prepend ``reporting_prompt`` to a string or content-block system prompt, as here-i-strand did."""
     if system_prompt is None:

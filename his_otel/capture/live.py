@@ -78,19 +78,27 @@ class HISSpanProcessor(SpanProcessor):
         live: bool = True,
     ) -> None:
         self.exporter = exporter
-        self._max_size = config.resolve_int(max_queue_size, config.ENV_MAX_QUEUE_SIZE, config.DEFAULT_MAX_QUEUE_SIZE)
+        self._max_size = config.resolve_int(
+            max_queue_size, config.ENV_MAX_QUEUE_SIZE, config.DEFAULT_MAX_QUEUE_SIZE
+        )
         self._max_bytes = config.resolve_int(
             max_queue_bytes, config.ENV_MAX_QUEUE_BYTES, config.DEFAULT_MAX_QUEUE_BYTES
         )
         self._delay_s = (
             config.resolve_int(
-                schedule_delay_millis, config.ENV_SCHEDULE_DELAY_MS, config.DEFAULT_SCHEDULE_DELAY_MS, minimum=0
+                schedule_delay_millis,
+                config.ENV_SCHEDULE_DELAY_MS,
+                config.DEFAULT_SCHEDULE_DELAY_MS,
+                minimum=0,
             )
             / 1000
         )
         self._shutdown_timeout_s = (
             config.resolve_int(
-                shutdown_timeout_millis, config.ENV_SHUTDOWN_TIMEOUT_MS, config.DEFAULT_SHUTDOWN_TIMEOUT_MS, minimum=0
+                shutdown_timeout_millis,
+                config.ENV_SHUTDOWN_TIMEOUT_MS,
+                config.DEFAULT_SHUTDOWN_TIMEOUT_MS,
+                minimum=0,
             )
             / 1000
         )
@@ -102,14 +110,30 @@ class HISSpanProcessor(SpanProcessor):
             add_sink(self.submit)
         # Rows pending at interpreter exit are written within the shutdown timeout.
         ref = weakref.ref(self)
-        atexit.register(lambda: (p := ref()) is not None and p.shutdown())
+
+        def at_exit() -> None:
+            processor = ref()
+            if processor is not None:
+                processor.shutdown()
+
+        def after_fork() -> None:
+            processor = ref()
+            if processor is not None:
+                processor._after_fork()
+
+        atexit.register(at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=lambda: (p := ref()) is not None and p._after_fork())
+            os.register_at_fork(after_in_child=after_fork)
 
     def _init_state(self) -> None:
         # Re-entrant: a SIGTERM handler may flush while the main thread is inside submit().
         self._cond = threading.Condition(threading.RLock())
         self._queue: deque[Milestone] = deque()
+        # Milestones whose write failed wait here, on their own backoff, so fresh ones never queue
+        # behind a table that is throttled, forbidden or unreachable.
+        self._parked: deque[Milestone] = deque()
+        self._parked_until = 0.0
+        self._backoff = 0.0
         self._queued_bytes = 0
         self._peak = 0
         self._inflight = 0
@@ -142,7 +166,8 @@ class HISSpanProcessor(SpanProcessor):
                     return False
                 if m.event_id in self._seen:
                     return True
-                if len(self._queue) >= self._max_size or self._queued_bytes + size > self._max_bytes:
+                held = len(self._queue) + len(self._parked)
+                if held >= self._max_size or self._queued_bytes + size > self._max_bytes:
                     self._dropped += 1
                     if not self._overflowing:
                         self._overflowing = True
@@ -156,8 +181,8 @@ class HISSpanProcessor(SpanProcessor):
                 self._remember(m.event_id)
                 self._queue.append(m)
                 self._queued_bytes += size
-                if len(self._queue) > self._peak:
-                    self._peak = len(self._queue)
+                if held + 1 > self._peak:
+                    self._peak = held + 1
                 if len(self._queue) == 1 or len(self._queue) >= _EXPORT_BATCH:
                     self._cond.notify()
             return True
@@ -185,52 +210,64 @@ class HISSpanProcessor(SpanProcessor):
 
     # -- the writer thread ---------------------------------------------------------------------
 
-    def _take_batch(self) -> list[Milestone] | None:
-        """Wait for work; None when the processor has stopped."""
+    def _parked_due(self) -> bool:
+        return bool(self._parked) and (self._stop or time.monotonic() >= self._parked_until)
+
+    def _take_batch(self) -> tuple[list[Milestone], int] | None:
+        """Wait for work: (batch, how many of it were parked), or None once stopped and drained."""
         with self._cond:
-            while not self._queue and not self._stop:
-                self._cond.wait()
-            if self._stop and not self._queue:
-                return None
+            while not (self._queue or self._parked_due()):
+                if self._stop and not self._queue and not self._parked:
+                    return None
+                timeout = max(0.0, self._parked_until - time.monotonic()) if self._parked else None
+                self._cond.wait(timeout)
             # Give a burst a moment to fill a batch, unless someone is waiting on a flush.
-            if self._delay_s and len(self._queue) < _EXPORT_BATCH and not self._flush_requests and not self._stop:
+            if (
+                self._delay_s
+                and len(self._queue) < _EXPORT_BATCH
+                and not self._flush_requests
+                and not self._stop
+                and not self._parked_due()
+            ):
                 self._cond.wait(self._delay_s)
-            n = min(len(self._queue), _EXPORT_BATCH)
-            batch = [self._queue.popleft() for _ in range(n)]
+            batch: list[Milestone] = []
+            if self._parked_due():
+                while self._parked and len(batch) < _EXPORT_BATCH:
+                    batch.append(self._parked.popleft())
+            from_parked = len(batch)
+            while self._queue and len(batch) < _EXPORT_BATCH:
+                batch.append(self._queue.popleft())
             self._queued_bytes -= sum(m.approx_bytes() for m in batch)
-            self._inflight = n
-            return batch
+            self._inflight = len(batch)
+            return batch, from_parked
 
     def _run(self) -> None:
-        backoff = 0.0
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            taken = self._take_batch()
+            if taken is None:
                 return
+            batch, from_parked = taken
             try:
-                outcome = self.exporter.export_milestones(batch)
-                unwritten = outcome.unwritten
+                unwritten = self.exporter.export_milestones(batch).unwritten
             except Exception:
                 logger.exception("his-otel writer failed; will retry")
                 unwritten = batch
             with self._cond:
-                if unwritten and not self._stop:
-                    self._retries += 1
-                    # Back to the head, in order: nothing taken off the queue is lost.
-                    self._queue.extendleft(reversed(unwritten))
-                    self._queued_bytes += sum(m.approx_bytes() for m in unwritten)
-                elif unwritten:
-                    self._dropped += len(unwritten)
                 self._inflight = 0
-                if not self._queue:
+                if unwritten and self._stop:
+                    self._dropped += len(unwritten)
+                elif unwritten:
+                    # Nothing taken off the queue is lost: it waits its turn to be tried again.
+                    self._retries += 1
+                    self._parked.extend(unwritten)
+                    self._queued_bytes += sum(m.approx_bytes() for m in unwritten)
+                    self._backoff = min(_MAX_RETRY_BACKOFF_S, max(0.1, self._backoff * 2))
+                    self._parked_until = time.monotonic() + self._backoff
+                elif from_parked:
+                    self._backoff = 0.0
+                if not self._queue and not self._parked:
                     self._overflowing = False
                 self._cond.notify_all()
-            if unwritten and not self._stop:
-                backoff = min(_MAX_RETRY_BACKOFF_S, max(0.1, backoff * 2))
-                with self._cond:
-                    self._cond.wait_for(lambda: self._stop or self._flush_requests > 0, timeout=backoff)
-            else:
-                backoff = 0.0
 
     # -- flush and shutdown ----------------------------------------------------------------------
 
@@ -239,11 +276,12 @@ class HISSpanProcessor(SpanProcessor):
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
         with self._cond:
             if not self._worker.is_alive():
-                return not self._queue
+                return not (self._queue or self._parked)
             self._flush_requests += 1
+            self._parked_until = 0.0  # a flush tries parked milestones again now, once
             self._cond.notify_all()
             try:
-                while self._queue or self._inflight:
+                while self._queue or self._parked or self._inflight:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -268,9 +306,10 @@ class HISSpanProcessor(SpanProcessor):
         self.exporter.shutdown()
         self._worker.join(timeout=max(0.1, self._shutdown_timeout_s / 5))
         with self._cond:
-            lost = len(self._queue)
+            lost = len(self._queue) + len(self._parked)
             self._dropped += lost
             self._queue.clear()
+            self._parked.clear()
         if not flushed or lost:
             logger.error(
                 "dropped=<%d> | his-otel shut down before DynamoDB took every pending milestone", lost
@@ -279,7 +318,7 @@ class HISSpanProcessor(SpanProcessor):
     def stats(self) -> ProcessorStats:
         with self._cond:
             return ProcessorStats(
-                queued=len(self._queue) + self._inflight,
+                queued=len(self._queue) + len(self._parked) + self._inflight,
                 queued_bytes=self._queued_bytes,
                 peak_queued=self._peak,
                 written=self.exporter.rows_written,

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from strands.models import Model
 from strands.types.content import Messages
+from strands.types.event_loop import StopReason
 from strands.types.streaming import StreamEvent
 from strands.types.tools import ToolSpec
 
@@ -45,7 +46,7 @@ class ToolCall:
 Turn = str | ToolCall | Sequence[ToolCall] | BaseException | Callable[[Messages], Any]
 
 
-class ScriptExhausted(RuntimeError):
+class ScriptExhaustedError(RuntimeError):
     """The agent called the model more times than the script has turns."""
 
 
@@ -60,7 +61,7 @@ class ScriptedModel(Model):
         turns: The script.
         model_id: Reported as the model id (AGENT_STATS ``model_id``).
         delay_s: Sleep before each turn, to make runs take time (asyncio sleep; cancellable).
-        loop: Start the script again when it runs out, instead of raising :class:`ScriptExhausted`.
+        loop: Start the script again when it runs out, instead of raising :class:`ScriptExhaustedError`.
     """
 
     def __init__(
@@ -92,7 +93,9 @@ class ScriptedModel(Model):
     def _next_turn(self, messages: Messages) -> Any:
         with self._lock:
             if self._index >= len(self._turns) and not (self._loop and self._turns):
-                raise ScriptExhausted(f"script has {len(self._turns)} turns; call {self._index + 1} asked for more")
+                raise ScriptExhaustedError(
+                    f"script has {len(self._turns)} turns; call {self._index + 1} asked for more"
+                )
             turn = self._turns[self._index % len(self._turns)]
             self._index += 1
         if callable(turn) and not isinstance(turn, (ToolCall, BaseException)):
@@ -117,7 +120,7 @@ class ScriptedModel(Model):
             yield {"contentBlockStart": {"start": {}}}
             yield {"contentBlockDelta": {"delta": {"text": turn}}}
             yield {"contentBlockStop": {}}
-            stop_reason = "end_turn"
+            stop_reason: StopReason = "end_turn"
             output_tokens = _tokens(turn)
         else:
             calls = [turn] if isinstance(turn, ToolCall) else list(turn)
@@ -126,7 +129,9 @@ class ScriptedModel(Model):
                 tool_use_id = call.tool_use_id or f"tooluse_{next(_ids)}"
                 payload = json.dumps(call.input)
                 output_tokens += _tokens(payload)
-                yield {"contentBlockStart": {"start": {"toolUse": {"name": call.name, "toolUseId": tool_use_id}}}}
+                yield {
+                    "contentBlockStart": {"start": {"toolUse": {"name": call.name, "toolUseId": tool_use_id}}}
+                }
                 yield {"contentBlockDelta": {"delta": {"toolUse": {"input": payload}}}}
                 yield {"contentBlockStop": {}}
             stop_reason = "tool_use"

@@ -4,6 +4,7 @@ logging or exits the process."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -22,8 +23,10 @@ class CLIError(Exception):
 
 
 def _endpoint(args: argparse.Namespace) -> str | None:
-    return getattr(args, "endpoint", None) or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    return (
+        getattr(args, "endpoint", None)
+        or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
 
 
@@ -97,16 +100,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     def run() -> int:
         client.describe_table(TableName=table)  # a clear error for a missing table, before polling
-        follower = Follower(client, table, args.session_id, sys.stdout, interval_s=args.interval, as_json=args.json)
+        follower = Follower(
+            client, table, args.session_id, sys.stdout, interval_s=args.interval, as_json=args.json
+        )
         follower.poll()
         if not args.follow:
             if not follower.rows:
                 print(f"no rows for session {args.session_id} in {table}", file=sys.stderr)
             return 0
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             follower.run()
-        except KeyboardInterrupt:
-            pass
         return 0
 
     return _guarded(run, endpoint)
@@ -129,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint_help = "DynamoDB endpoint URL (else AWS_ENDPOINT_URL_DYNAMODB, else AWS)"
 
     demo = sub.add_parser("demo", help="run a HISAgent offline and print its status rows as they land")
-    demo.add_argument("--table", default=None, help=f"table name (else {config.ENV_TABLE}, else {DEFAULT_DEMO_TABLE})")
+    demo.add_argument(
+        "--table", default=None, help=f"table name (else {config.ENV_TABLE}, else {DEFAULT_DEMO_TABLE})"
+    )
     demo.add_argument("--session-id", default=None, help="session id (default: a new one)")
     demo.add_argument(
         "--endpoint", default=None, help="use this DynamoDB instead of starting the embedded one"

@@ -57,7 +57,10 @@ def demo_script() -> list[Any]:
     """Four model turns: a search, two tools at once, a model-reported milestone, the answer."""
     return [
         ToolCall("search_knowledge_base", {"query": "refund damaged item"}),
-        [ToolCall("get_order", {"order_id": "A-1001"}), ToolCall("get_shipping_status", {"order_id": "A-1001"})],
+        [
+            ToolCall("get_order", {"order_id": "A-1001"}),
+            ToolCall("get_shipping_status", {"order_id": "A-1001"}),
+        ],
         # The model names someone else's table and session: his-otel writes to the agent's own.
         ToolCall(
             "write_dynamo",
@@ -69,7 +72,11 @@ def demo_script() -> list[Any]:
                 "message": "Order and shipping data retrieved; drafting the decision",
             },
         ),
-        '```json\n{"decision": "refund", "order_id": "A-1001", "amount": 42.5, "reason": "damaged on arrival"}\n```',
+        (
+            "```json\n"
+            '{"decision": "refund", "order_id": "A-1001", "amount": 42.5, "reason": "damaged on arrival"}'
+            "\n```"
+        ),
     ]
 
 
@@ -81,7 +88,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     table = args.table or os.environ.get(config.ENV_TABLE, "").strip() or "his-otel-demo"
     session_id = args.session_id or f"demo-{uuid.uuid4().hex[:8]}"
-    endpoint = args.endpoint or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = (
+        args.endpoint or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+    )
     out = sys.stdout
 
     stack_has_local = False
@@ -135,7 +144,8 @@ def run_demo(args: argparse.Namespace) -> int:
         out.write(", ".join(f"{t}={n}" for t, n in sorted(types.items())) + "\n")
         out.write(f"trace id: {', '.join(traces) or '-'}\n")
         if handle.otlp_exporter is not None:
-            out.write(f"trace sent over OTLP; in Jaeger: http://localhost:16686/trace/{traces[0] if traces else ''}\n")
+            first = traces[0] if traces else ""
+            out.write(f"trace sent over OTLP; in Jaeger: http://localhost:16686/trace/{first}\n")
         if stack_has_local:
             out.write("(the embedded DynamoDB stops with the demo; pass --endpoint to keep the rows)\n")
         else:

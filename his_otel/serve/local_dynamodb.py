@@ -20,7 +20,7 @@ from types import TracebackType
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's placeholder, not a secret
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 

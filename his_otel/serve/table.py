@@ -32,12 +32,14 @@ def create_table(client: Any, name: str, *, wait: bool = True) -> bool:
 def _plain(item: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, typed in item.items():
-        (kind, value), = typed.items()
+        ((kind, value),) = typed.items()
         out[key] = int(value) if kind == "N" else value
     return out
 
 
-def session_rows(client: Any, table: str, session_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
+def session_rows(
+    client: Any, table: str, session_id: str, *, after: str | None = None
+) -> list[dict[str, Any]]:
     """A session's rows in ``event_id`` order (emission order), optionally only those after ``after``."""
     condition = "session_id = :s"
     values: dict[str, Any] = {":s": {"S": session_id}}

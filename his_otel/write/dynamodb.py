@@ -28,23 +28,25 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 25  # DynamoDB's BatchWriteItem limit.
 
-# Error codes after which the same request may succeed later.
-RETRYABLE_CODES = frozenset(
+# Transient: the same request may succeed in a moment, so it is retried within the deadline.
+TRANSIENT_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "RequestLimitExceeded",
         "InternalServerError",
         "ServiceUnavailable",
-        "ResourceNotFoundException",  # the table may be created; counted and logged meanwhile
-        "AccessDeniedException",  # credentials and policies can be fixed without a restart
-        "UnrecognizedClientException",
-        "ExpiredTokenException",
         "TransactionInProgressException",
         "LimitExceededException",
     }
 )
-THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+THROTTLE_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+# A table that does not exist will not appear by retrying; its rows are rejected, loudly.
+MISSING_TABLE_CODE = "ResourceNotFoundException"
+# Anything else (credentials, permissions) is handed back at once: fixable without a restart, but
+# not by spinning until the deadline.
 
 Row = tuple[str, Item]
 """A table name and the item to put there."""
@@ -103,18 +105,31 @@ class DynamoDBWriter:
     def write(self, rows: Sequence[Row], deadline: float) -> WriteResult:
         """Write ``rows`` before ``deadline`` (a ``time.monotonic()`` value). Never raises."""
         result = WriteResult()
-        pending = dedupe(rows)
+        by_table: dict[str, list[Row]] = {}
+        for r in dedupe(rows):
+            by_table.setdefault(r[0], []).append(r)
+        # One table per call: a missing or forbidden table fails a whole call, never its neighbours.
+        for table_rows in by_table.values():
+            result.unwritten.extend(self._write_table(table_rows, deadline, result))
+        return result
+
+    def _write_table(self, pending: list[Row], deadline: float, result: WriteResult) -> list[Row]:
         attempt = 0
         while pending:
             chunk, pending = pending[:MAX_BATCH_ITEMS], pending[MAX_BATCH_ITEMS:]
             outcome = self._call(chunk, result)
+            if outcome.missing_table:
+                self._reject_missing(chunk + pending, outcome.error, result)
+                return []
+            if outcome.give_back:
+                return chunk + pending
             if outcome.retry:
                 pending = outcome.retry + pending
             if outcome.split:
                 # One invalid item fails the whole call: write the rest one by one to find it.
                 singles = [outcome] if len(chunk) == 1 else [(self._call([row], result)) for row in chunk]
-                for row, single in zip(chunk, singles):
-                    pending = single.retry + pending
+                for row, single in zip(chunk, singles, strict=True):
+                    pending = single.retry + ([row] if single.give_back else []) + pending
                     if single.split:
                         self._reject(row, single.error, result)
             if outcome.retry:
@@ -127,8 +142,19 @@ class DynamoDBWriter:
                 attempt = 0
             if time.monotonic() >= deadline:
                 break
-        result.unwritten = pending
-        return result
+        return pending
+
+    def _reject_missing(self, rows: list[Row], error: str, result: WriteResult) -> None:
+        result.rejected += len(rows)
+        self._log.error(
+            f"missing:{rows[0][0]}",
+            "table=<%s>, rows=<%d>, error=<%s> | table not found, rows rejected; create it with"
+            " `his-otel create-table %s` or fix the table name",
+            rows[0][0],
+            len(rows),
+            error,
+            rows[0][0],
+        )
 
     def _reject(self, row: Row, error: str, result: WriteResult) -> None:
         result.rejected += 1
@@ -147,6 +173,8 @@ class DynamoDBWriter:
         written: int = 0
         retry: list[Row] = field(default_factory=list)
         split: list[Row] = field(default_factory=list)
+        missing_table: bool = False
+        give_back: bool = False
         error: str = ""
 
     def _call(self, chunk: list[Row], result: WriteResult) -> _Outcome:
@@ -159,21 +187,28 @@ class DynamoDBWriter:
                 response = self.client().batch_write_item(RequestItems=request)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in THROTTLE_CODES:
-                result.throttled += 1
             if code == "ValidationException":
                 return self._Outcome(split=chunk, error=str(e))
-            if code not in RETRYABLE_CODES:
-                self._log.error(code or "client-error", "error=<%s> | DynamoDB refused the batch, will retry", e)
-            else:
+            if code == MISSING_TABLE_CODE:
+                return self._Outcome(missing_table=True, error=str(e))
+            if code in TRANSIENT_CODES:
+                if code in THROTTLE_CODES:
+                    result.throttled += 1
                 self._log.warning(code, "code=<%s>, error=<%s> | DynamoDB write failed, will retry", code, e)
-            return self._Outcome(retry=chunk, error=str(e))
+                return self._Outcome(retry=chunk, error=str(e))
+            self._log.error(
+                code or "client-error", "code=<%s>, error=<%s> | DynamoDB refused the write", code, e
+            )
+            return self._Outcome(give_back=True, error=str(e))
         except BotoCoreError as e:
+            if type(e).__name__ in ("NoCredentialsError", "NoRegionError", "PartialCredentialsError"):
+                self._log.error(type(e).__name__, "error=<%s> | cannot sign DynamoDB requests", e)
+                return self._Outcome(give_back=True, error=str(e))
             self._log.warning(type(e).__name__, "error=<%s> | DynamoDB unreachable, will retry", e)
             return self._Outcome(retry=chunk, error=str(e))
         except Exception as e:  # a broken client factory or an unexpected botocore failure
-            self._log.error(type(e).__name__, "error=<%r> | DynamoDB write failed, will retry", e)
-            return self._Outcome(retry=chunk, error=repr(e))
+            self._log.error(type(e).__name__, "error=<%r> | DynamoDB write failed", e)
+            return self._Outcome(give_back=True, error=repr(e))
         unprocessed = response.get("UnprocessedItems") or {}
         retry: list[Row] = [
             (table, req["PutRequest"]["Item"]) for table, reqs in unprocessed.items() for req in reqs

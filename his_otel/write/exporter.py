@@ -16,7 +16,7 @@ from .. import config
 from ..schema import (
     DEFAULT_MAX_MESSAGE_BYTES,
     EVENT_NAME,
-    InvalidMilestone,
+    InvalidMilestoneError,
     Milestone,
     milestone_from_event,
     to_item,
@@ -58,7 +58,7 @@ def milestones_of(span: ReadableSpan) -> tuple[list[Milestone], int]:
                     span_name=span.name,
                 )
             )
-        except InvalidMilestone as e:
+        except InvalidMilestoneError as e:
             bad += 1
             logger.warning("span=<%s>, error=<%s> | his.milestone event rejected", span.name, e)
     return found, bad
@@ -130,7 +130,9 @@ class DynamoDBSpanExporter(SpanExporter):
         self.table_name = config.resolve_str(table_name, config.ENV_TABLE)
         self.honor_event_table = honor_event_table
         self._timeout_s = (
-            config.resolve_int(export_timeout_millis, config.ENV_EXPORT_TIMEOUT_MS, config.DEFAULT_EXPORT_TIMEOUT_MS)
+            config.resolve_int(
+                export_timeout_millis, config.ENV_EXPORT_TIMEOUT_MS, config.DEFAULT_EXPORT_TIMEOUT_MS
+            )
             / 1000
         )
         self._max_message_bytes = config.resolve_int(
@@ -141,7 +143,9 @@ class DynamoDBSpanExporter(SpanExporter):
         )
         self._message_filter = message_filter
         self._writer = DynamoDBWriter(
-            default_client_factory(client=client, session=session, region_name=region_name, endpoint_url=endpoint_url)
+            default_client_factory(
+                client=client, session=session, region_name=region_name, endpoint_url=endpoint_url
+            )
         )
         self._shutdown = threading.Event()
         self._log = ThrottledLog(logger)
@@ -172,13 +176,17 @@ class DynamoDBSpanExporter(SpanExporter):
                 message = str(self._message_filter(m))
             except Exception:
                 # Storing unfiltered text could leak what the filter exists to hide.
-                self._log.error("filter", "evt_type=<%s> | message_filter raised, message dropped", m.evt_type)
+                self._log.error(
+                    "filter", "evt_type=<%s> | message_filter raised, message dropped", m.evt_type
+                )
                 message = ""
         if message is not m.evt_message:
             m = Milestone(**{**m.__dict__, "evt_message": message})
         return table, to_item(m, max_message_bytes=self._max_message_bytes)
 
-    def export_milestones(self, milestones: Sequence[Milestone], timeout_s: float | None = None) -> ExportOutcome:
+    def export_milestones(
+        self, milestones: Sequence[Milestone], timeout_s: float | None = None
+    ) -> ExportOutcome:
         """Write ``milestones`` within ``timeout_s`` (default: the export timeout). Never raises."""
         outcome = ExportOutcome()
         if self._shutdown.is_set():
@@ -191,7 +199,9 @@ class DynamoDBSpanExporter(SpanExporter):
                 row = self._row(m)
             except Exception as e:
                 row = None
-                self._log.error("mapping", "event_id=<%s>, error=<%r> | milestone could not be mapped", m.event_id, e)
+                self._log.error(
+                    "mapping", "event_id=<%s>, error=<%r> | milestone could not be mapped", m.event_id, e
+                )
             if row is None:
                 outcome.rejected += 1
                 continue

@@ -1,0 +1,161 @@
+"""The his-otel command: the demo end to end, create-table, tail, and its error messages."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from helpers import new_session
+from opentelemetry.trace import INVALID_SPAN
+
+from his_otel import milestone
+from his_otel.serve.cli import main
+from his_otel.serve.table import create_table
+
+EXPECTED = ["START", "MODEL_INVOCATION", "TOOLING", "COMPLETION", "EVENT_LOOP", "AGENT_STATS", "RESULT"]
+
+
+def his_otel(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "his_otel.serve.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else os.environ.copy(),
+        check=False,
+    )
+
+
+def clean_env() -> dict[str, str]:
+    """An environment with no DynamoDB endpoint and no credentials: what a fresh machine has."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HIS_OTEL_", "OTEL_"))}
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return env
+
+
+def test_demo_on_the_embedded_dynamodb_shows_every_lifecycle_row() -> None:
+    proc = his_otel("demo", "--turn-delay", "0", env=clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "embedded DynamoDB (moto server)" in out
+    timeline = [line for line in out.splitlines() if re.match(r"^\d\d:\d\d:\d\d\.\d{3}  ", line)]
+    for evt_type in EXPECTED:
+        assert any(f"  {evt_type} " in line for line in timeline), evt_type
+    # Each row shows its trace id, and it is the one trace of the run.
+    trace_ids = {m.group(1) for line in timeline if (m := re.search(r"trace=([0-9a-f]{12})", line))}
+    assert len(trace_ids) == 1
+    (full,) = re.findall(r"trace id: ([0-9a-f]{32})", out)
+    assert full.startswith(trace_ids.pop())
+
+
+def test_demo_uses_a_configured_endpoint(ddb: Any, moto_endpoint: str) -> None:
+    session = new_session()
+    proc = his_otel("demo", "--turn-delay", "0", "--table", "demo-table", "--session-id", session)
+    assert proc.returncode == 0, proc.stderr
+    assert "embedded" not in proc.stdout
+    from his_otel.serve.table import session_rows
+
+    assert len(session_rows(ddb, "demo-table", session)) >= len(EXPECTED)
+
+
+def test_create_table_then_tail(
+    ddb: Any, moto_endpoint: str, his: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"cli-{new_session()}"
+    assert main(["create-table", name]) == 0
+    assert f"table {name} created" in capsys.readouterr().out
+    assert main(["create-table", name]) == 0
+    assert "already exists" in capsys.readouterr().out
+    session = new_session()
+    for i in range(3):
+        milestone("PROGRESS", f"step {i}", span=INVALID_SPAN, session_id=session, agent_id="cli", table=name)
+    assert his.force_flush(10_000)
+    assert main(["tail", session, "--table", name]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("cli: ")[1] for line in lines] == ["step 0", "step 1", "step 2"]
+    assert main(["tail", session, "--table", name, "--json"]) == 0
+    assert '"evt_message": "step 2"' in capsys.readouterr().out
+
+
+def test_tail_follow_prints_new_rows_as_they_land(ddb: Any, moto_endpoint: str, his: Any) -> None:
+    name = f"follow-{new_session()}"
+    create_table(ddb, name)
+    session = new_session()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "his_otel.serve.cli",
+            "tail",
+            session,
+            "--table",
+            name,
+            "-f",
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for i in range(3):
+            milestone("PROGRESS", f"live {i}", span=INVALID_SPAN, session_id=session, table=name)
+            assert his.force_flush(10_000)
+            assert proc.stdout is not None
+            assert proc.stdout.readline().rstrip().endswith(f"live {i}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_tail_on_a_missing_table_says_so(moto_endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tail", "s", "--table", "no-such-table"]) == 2
+    err = capsys.readouterr().err
+    assert "table not found" in err and "his-otel create-table" in err
+
+
+def test_tail_without_a_table_says_how_to_name_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HIS_OTEL_TABLE", raising=False)
+    assert main(["tail", "s"]) == 2
+    assert "pass --table or set HIS_OTEL_TABLE" in capsys.readouterr().err
+
+
+def test_no_credentials_is_a_clear_error(moto_endpoint: str) -> None:
+    env = clean_env()
+    env["AWS_DEFAULT_REGION"] = "us-east-1"
+    proc = his_otel("tail", "s", "--table", "t", "--endpoint", moto_endpoint, env=env)
+    assert proc.returncode == 2
+    assert "no AWS credentials found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_region_is_a_clear_error() -> None:
+    proc = his_otel("create-table", "t", env=clean_env())
+    assert proc.returncode == 2
+    assert "no AWS region configured" in proc.stderr
+
+
+def test_unreachable_endpoint_is_a_clear_error() -> None:
+    env = clean_env()
+    env.update({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
+    proc = his_otel("create-table", "t", "--endpoint", "http://127.0.0.1:9", env=env)
+    assert proc.returncode == 2
+    assert "cannot reach DynamoDB at http://127.0.0.1:9" in proc.stderr
+
+
+def test_bad_arguments_exit_2_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["tail"])
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--turn-delay", "soon"])
