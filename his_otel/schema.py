@@ -8,6 +8,7 @@ the in-process path and the bridge produce identical rows.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -69,7 +70,7 @@ def normalize_evt_type(evt_type: str | EventType) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Milestone:
     """One milestone, as emitted and as read back from a span event."""
 
@@ -85,8 +86,9 @@ class Milestone:
     table: str = ""
 
     def approx_bytes(self) -> int:
-        """A cheap upper estimate of the memory and item size this milestone takes."""
-        return 4 * len(self.evt_message) + len(self.span_name) + 256
+        """Memory this milestone holds while queued, O(1): measured at about 360 bytes of object and
+        id strings plus the message (``getsizeof`` knows its real width: 1, 2 or 4 bytes a char)."""
+        return 360 + sys.getsizeof(self.evt_message)
 
     def with_span(self, trace_id: int, span_id: int, span_name: str) -> Milestone:
         return replace(self, trace_id=trace_id, span_id=span_id, span_name=span_name)

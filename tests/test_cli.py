@@ -9,9 +9,9 @@ import sys
 from typing import Any
 
 import pytest
-from helpers import new_session
 from opentelemetry.trace import INVALID_SPAN
 
+from helpers import new_session
 from his_otel import milestone
 from his_otel.serve.cli import main
 from his_otel.serve.table import create_table

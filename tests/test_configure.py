@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from helpers import new_session, run_script
-
 from his_otel.serve.table import session_rows
 
 AGENT_RUN = """

@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from helpers import new_session
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from strands import Agent, tool
 from strands.event_loop._retry import ModelRetryStrategy
 from strands.types.exceptions import ModelThrottledException
 
+from helpers import new_session
 from his_otel import (
     DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE,
     EventType,

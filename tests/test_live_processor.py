@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import new_session, wait_for
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
+from helpers import new_session, wait_for
 from his_otel import DynamoDBSpanExporter, HISSpanProcessor, milestone
 from his_otel.schema import EVENT_NAME, Milestone, event_attributes
 from his_otel.serve.table import session_rows
@@ -142,7 +142,7 @@ def test_queue_byte_cap(table: str, make: Any) -> None:
     _, _, processor = make(
         table, endpoint=DOWN, export_timeout_millis=200, max_queue_bytes=50_000, shutdown_timeout_millis=200
     )
-    big = "x" * 5_000  # about 20 KB each by the processor's estimate
+    big = "x" * 20_000  # about 20 KB each in memory
     accepted = [processor.submit(Milestone(f"e{i}", "s", "a", "PROGRESS", big, 1)) for i in range(10)]
     assert accepted.count(True) == 2
     assert processor.stats().queued_bytes <= 50_000

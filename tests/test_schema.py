@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from his_otel.schema import (
@@ -65,7 +67,7 @@ def test_item_has_here_i_strand_schema_and_trace_link() -> None:
 
 
 def test_oversized_message_is_truncated_flagged_and_keeps_length() -> None:
-    big = Milestone(**{**M.__dict__, "evt_message": "é" * 300_000})  # 600,000 bytes in UTF-8
+    big = replace(M, evt_message="é" * 300_000)  # 600,000 bytes in UTF-8
     item = to_item(big, max_message_bytes=1000)
     assert item["evt_message_truncated"] == {"BOOL": True}
     assert item["evt_message_length"] == {"N": "600000"}

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -181,7 +181,7 @@ class DynamoDBSpanExporter(SpanExporter):
                 )
                 message = ""
         if message is not m.evt_message:
-            m = Milestone(**{**m.__dict__, "evt_message": message})
+            m = replace(m, evt_message=message)
         return table, to_item(m, max_message_bytes=self._max_message_bytes)
 
     def export_milestones(
