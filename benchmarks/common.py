@@ -24,9 +24,13 @@ class Row:
     reference_label: str
     unit: str
     better: str = "lower"  # or "higher"
+    paired_ratio: float | None = None
+    """The median of ratios taken pair by pair, when the benchmark measured in pairs."""
 
     @property
     def ratio(self) -> float:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         return self.ours / self.reference if self.reference else float("nan")
 
 

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import config
 from ..emit import add_sink, remove_sink
-from ..schema import Milestone
+from ..schema import ATTR_EVENT_ID, EVENT_NAME, Milestone
 from ..write.exporter import DynamoDBSpanExporter, milestones_of
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ class HISSpanProcessor(SpanProcessor):
                     return False
                 if m.event_id in self._seen:
                     return True
-                held = len(self._queue) + len(self._parked)
+                # The batch being written still holds memory: it counts against the caps.
+                held = len(self._queue) + len(self._parked) + self._inflight
                 if held >= self._max_size or self._queued_bytes + size > self._max_bytes:
                     self._dropped += 1
                     if not self._overflowing:
@@ -200,9 +201,15 @@ class HISSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if not span.events:
+            # Most milestones were taken live: skip those before paying to parse them again.
+            fresh = [
+                e
+                for e in span.events
+                if e.name == EVENT_NAME and (e.attributes or {}).get(ATTR_EVENT_ID) not in self._seen
+            ]
+            if not fresh:
                 return
-            found, _ = milestones_of(span)
+            found, _ = milestones_of(span, fresh)
             for m in found:
                 self.submit(m)
         except Exception:
@@ -237,7 +244,6 @@ class HISSpanProcessor(SpanProcessor):
             from_parked = len(batch)
             while self._queue and len(batch) < _EXPORT_BATCH:
                 batch.append(self._queue.popleft())
-            self._queued_bytes -= sum(m.approx_bytes() for m in batch)
             self._inflight = len(batch)
             return batch, from_parked
 
@@ -254,6 +260,7 @@ class HISSpanProcessor(SpanProcessor):
                 unwritten = batch
             with self._cond:
                 self._inflight = 0
+                self._queued_bytes -= sum(m.approx_bytes() for m in batch)
                 if unwritten and self._stop:
                     self._dropped += len(unwritten)
                 elif unwritten:

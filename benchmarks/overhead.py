@@ -1,0 +1,100 @@
+"""4. Whole-agent overhead: a HISAgent run with the scripted model (20 tool calls, milestones in
+every cycle and in every tool) vs a plain strands.Agent doing the same work with no tracing at all.
+Each variant runs in its own fresh interpreter (a global TracerProvider cannot be unset), rounds
+alternate, and each child reports the median of its runs, excluding start-up and one warm-up run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks.common import Moto, Row, median
+
+CHILD = r"""
+import json, os, statistics, sys, time
+from strands import Agent, tool
+from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
+
+VARIANT, TABLE, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+@tool
+def step(n: int) -> str:
+    '''One unit of work.'''
+    if VARIANT == "his":
+        milestone("PROGRESS", f"step {n} half way")
+    return f"step {n} done"
+
+def script():
+    return [ToolCall("step", {"n": i}) for i in range(20)] + ["all 20 steps done"]
+
+if VARIANT == "traced":
+    # Strands' own tracing on (an SDK provider is set), no his-otel: isolates what his-otel adds.
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    trace.set_tracer_provider(TracerProvider())
+
+def make(i):
+    if VARIANT == "his":
+        return HISAgent(TABLE, f"overhead-{os.getpid()}-{i}", model=ScriptedModel(script()), tools=[step])
+    return Agent(model=ScriptedModel(script()), tools=[step], callback_handler=None)
+
+make(-1)("warm up")
+if VARIANT == "his":
+    import his_otel
+    # Steady state: the writer builds its boto3 client on its first write; let that happen now,
+    # not inside the first measured runs.
+    assert his_otel.current_handle().force_flush(60000)
+walls, cpus = [], []
+for i in range(RUNS):
+    agent = make(i)
+    w0, c0 = time.perf_counter(), time.process_time()
+    agent("do 20 steps")
+    walls.append(time.perf_counter() - w0)
+    cpus.append(time.process_time() - c0)
+extra = {}
+if VARIANT == "his":
+    import his_otel
+    h = his_otel.current_handle()
+    assert h.force_flush(60000)
+    s = h.stats()
+    extra = {"written": s.written, "dropped": s.dropped}
+print(json.dumps({"wall": statistics.median(walls), "cpu": statistics.median(cpus), **extra}))
+"""
+
+
+def child(variant: str, table: str, runs: int) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, variant, table, str(runs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+    )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run(moto: Moto, quick: bool) -> list[Row]:
+    rounds, runs = (3, 5) if quick else (6, 10)
+    table = moto.new_table()
+    ours: list[dict[str, float]] = []
+    plain: list[dict[str, float]] = []
+    traced: list[dict[str, float]] = []
+    for r in range(rounds):
+        order = [("plain", plain), ("traced", traced), ("his", ours)]
+        for variant, into in order[r % 3 :] + order[: r % 3]:
+            into.append(child(variant, table, runs))
+    # Each HISAgent run records: START, 2 EVENT_LOOP, 21 MODEL_INVOCATION, 20 TOOLING,
+    # 20 PROGRESS, COMPLETION, AGENT_STATS, RESULT = 67 milestones.
+    assert all(o["dropped"] == 0 and o["written"] >= 67 * runs for o in ours), ours
+    rows = []
+    for label, ref in (
+        ("plain strands.Agent, no tracing", plain),
+        ("plain strands.Agent, Strands tracing on", traced),
+    ):
+        for what, metric in (("wall", "wall per run (20 tools)"), ("cpu", "CPU per run (20 tools)")):
+            ours_ms = median([o[what] for o in ours]) * 1000
+            ref_ms = median([p[what] for p in ref]) * 1000
+            rows.append(Row("4 whole agent", metric, ours_ms, ref_ms, label, "ms"))
+    return rows
