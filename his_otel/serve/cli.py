@@ -115,6 +115,30 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return _guarded(run, endpoint)
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .bridge import Bridge
+
+    try:
+        bridge = Bridge(args.table, host=args.host, port=args.port, endpoint_url=args.endpoint)
+        bridge.bind()
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    except OSError as e:
+        raise CLIError(f"cannot listen on {args.host or '127.0.0.1'}:{args.port}: {e}") from e
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    bridge.start()
+    print(f"his-otel bridge on {bridge.url}/v1/traces -> table {bridge.exporter.table_name}", flush=True)
+    stop.wait()
+    drained = bridge.shutdown(timeout_s=args.drain_timeout)
+    print(f"his-otel bridge stopped ({'drained' if drained else 'some requests cut off'})", flush=True)
+    return 0 if drained else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -149,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name", help="table name")
     create.add_argument("--endpoint", default=None, help=endpoint_help)
     create.set_defaults(func=cmd_create_table)
+
+    bridge = sub.add_parser("bridge", help="receive OTLP/HTTP traces and write their milestones as rows")
+    bridge.add_argument("--table", default=None, help=f"the one table it writes (else {config.ENV_TABLE})")
+    bridge.add_argument(
+        "--host", default=None, help="listen address (else HIS_OTEL_BRIDGE_HOST, else 127.0.0.1)"
+    )
+    bridge.add_argument("--port", type=int, default=None, help="port (else HIS_OTEL_BRIDGE_PORT, else 4319)")
+    bridge.add_argument("--endpoint", default=None, help=endpoint_help)
+    bridge.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to finish accepted requests on SIGTERM"
+    )
+    bridge.set_defaults(func=cmd_bridge)
 
     tail = sub.add_parser("tail", help="print a session's rows in order")
     tail.add_argument("session_id", help="the session to show")

@@ -1,0 +1,200 @@
+"""An HTTP proxy in front of moto's server that injects the faults moto never produces.
+
+DynamoDB's API is JSON over HTTP POST, so the faults are real HTTP: throttling errors with
+DynamoDB's error bodies, BatchWriteItem answers that leave ``UnprocessedItems``, 500/503, refused
+connections, answers slower than the client's timeout, and connections reset mid-response.
+Faults apply to BatchWriteItem only (reads pass through, so tests can check the table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+THROTTLE_CODES = ("ProvisionedThroughputExceededException", "ThrottlingException")
+
+
+@dataclass
+class Faults:
+    """What to do to each BatchWriteItem request. Shares are probabilities in [0, 1]."""
+
+    throttle: float = 0.0
+    unprocessed: float = 0.0
+    """Share of requests of which half the items come back unprocessed (and are not written)."""
+    server_error: float = 0.0
+    slow: float = 0.0
+    slow_s: float = 1.0
+    reset: float = 0.0
+    """Share of requests forwarded (so written) whose answer is cut off by a TCP reset."""
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    injected: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: FaultProxy
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, code: str) -> None:
+        body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": "injected"})
+        self._reply(status, body.encode(), {"x-amzn-ErrorType": code})
+
+    def do_POST(self) -> None:
+        proxy = self.server.proxy
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        target = self.headers.get("X-Amz-Target", "")
+        faults = proxy.faults if target.endswith("BatchWriteItem") else Faults()
+        rnd = proxy.random
+        with proxy.lock:
+            proxy.counters.requests += 1
+            roll = {k: rnd.random() for k in ("throttle", "unprocessed", "server_error", "slow", "reset")}
+        if roll["throttle"] < faults.throttle:
+            proxy.count("throttle")
+            self._error(400, THROTTLE_CODES[int(roll["slow"] * 2) % 2])
+            return
+        if roll["server_error"] < faults.server_error:
+            proxy.count("server_error")
+            if roll["slow"] < 0.5:
+                self._error(500, "InternalServerError")
+            else:
+                self._error(503, "ServiceUnavailable")
+            return
+        if roll["slow"] < faults.slow:
+            proxy.count("slow")
+            time.sleep(faults.slow_s)
+        held_back: dict[str, list[Any]] = {}
+        if roll["unprocessed"] < faults.unprocessed:
+            request = json.loads(body)
+            for table, reqs in request["RequestItems"].items():
+                keep = (len(reqs) + 1) // 2
+                request["RequestItems"][table], held_back[table] = reqs[:keep], reqs[keep:]
+            held_back = {t: r for t, r in held_back.items() if r}
+            if held_back:
+                proxy.count("unprocessed")
+            body = json.dumps(request).encode()
+        status, headers, answer = proxy.forward(self.command, self.path, dict(self.headers), body)
+        if held_back:
+            parsed = json.loads(answer)
+            parsed.setdefault("UnprocessedItems", {}).update(held_back)
+            answer = json.dumps(parsed).encode()
+            headers = {k: v for k, v in headers.items() if k.lower() != "x-amz-crc32"}
+        if roll["reset"] < faults.reset:
+            proxy.count("reset")
+            # Headers then half the body, then RST: the write happened, the answer never arrives.
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer[: len(answer) // 2])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
+        self.send_response(status)
+        for k, v in headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_POST  # noqa: N815 - http.server dispatches on this name
+
+
+class FaultProxy:
+    """Listens on 127.0.0.1 and forwards to ``upstream`` (moto's server), injecting ``faults``."""
+
+    def __init__(self, upstream: str, seed: int = 7) -> None:
+        parts = urlsplit(upstream)
+        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.faults = Faults()
+        self.counters = Counters()
+        self.lock = threading.Lock()
+        self.random = random.Random(seed)
+        self._server: _Server | None = None
+        self.port = 0
+        self._local = threading.local()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self, kind: str) -> None:
+        with self.lock:
+            self.counters.add(kind)
+
+    def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(*self._upstream, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={**headers, "Content-Length": str(len(body))})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def start(self) -> FaultProxy:
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
+        self._server.proxy = self
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening: new connections are refused until ``start()``."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    @contextlib.contextmanager
+    def refusing(self) -> Iterator[None]:
+        """Connections refused (nothing listens on the port) for the duration of the block."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    @contextlib.contextmanager
+    def injecting(self, **faults: Any) -> Iterator[Faults]:
+        previous, self.faults = self.faults, Faults(**faults)
+        try:
+            yield self.faults
+        finally:
+            self.faults = previous
