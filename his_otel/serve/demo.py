@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 from collections import Counter
 from typing import Any
 
@@ -108,6 +109,10 @@ def run_demo(args: argparse.Namespace) -> int:
             out.write(f"embedded DynamoDB (moto server) at {endpoint}\n")
         if endpoint:
             os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+            if urlsplit(endpoint).hostname in ("localhost", "127.0.0.1", "::1"):
+                # A local DynamoDB takes any credentials; fill in only what is not set.
+                for key, value in LOCAL_ENV.items():
+                    os.environ.setdefault(key, value)
         client = make_client(endpoint)
         try:
             created = create_table(client, table)

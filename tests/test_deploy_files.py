@@ -1,0 +1,175 @@
+"""Static checks of docker-compose.yml and the collector configs: no Docker engine runs here.
+
+Reference data comes from ../shared/reference when present (the compose spec's JSON schema, the
+otelcol-contrib 0.159.0 component manifest); the tests that need it skip cleanly without it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference"
+COMPOSE = ROOT / "docker-compose.yml"
+CONFIGS = sorted((ROOT / "collector").glob("*.yaml"))
+KINDS = ("receivers", "processors", "exporters", "extensions", "connectors")
+# Collector >= 0.144 names the OTLP exporters otlp_grpc and otlp_http; their Go modules kept the
+# old names (otlpexporter, otlphttpexporter). Every other type is its module name sans underscores.
+RENAMED = {"otlp_grpc": "otlp", "otlp_http": "otlphttp"}
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(load(COMPOSE))
+
+
+def component_type(component_id: str) -> str:
+    return component_id.split("/", 1)[0]
+
+
+def manifest_modules() -> dict[str, set[str]]:
+    path = REFERENCE / "otelcol-contrib-0.159.0-manifest.yaml"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    manifest = load(path)
+    return {kind: {m["gomod"].split()[0].rsplit("/", 1)[1] for m in manifest.get(kind, [])} for kind in KINDS}
+
+
+def test_compose_file_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    path = REFERENCE / "compose-spec.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    import json
+
+    schema = json.loads(path.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
+def test_every_collector_component_exists_in_otelcol_contrib_0_159(config_path: Path) -> None:
+    modules = manifest_modules()
+    config = load(config_path)
+    for kind in KINDS:
+        for component_id in config.get(kind) or {}:
+            ctype = component_type(component_id)
+            module = RENAMED.get(ctype, ctype).replace("_", "") + kind[:-1]
+            assert module in modules[kind], f"{config_path.name}: {kind} {component_id!r} is not in otelcol-contrib"
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
+def test_pipelines_use_exactly_the_defined_components(config_path: Path) -> None:
+    config = load(config_path)
+    used: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for name, pipeline in config["service"]["pipelines"].items():
+        assert name.split("/", 1)[0] == "traces"
+        for kind in ("receivers", "processors", "exporters"):
+            used[kind].update(pipeline.get(kind, []))
+        assert pipeline["processors"][0] == "memory_limiter", "memory_limiter must come first"
+        assert pipeline["processors"][-1] == "batch", "batch must come last"
+    used["extensions"] = set(config["service"].get("extensions", []))
+    for kind in ("receivers", "processors", "exporters", "extensions"):
+        assert used[kind] == set(config.get(kind) or {}), f"{config_path.name}: {kind} defined vs used"
+
+
+def test_main_config_sends_every_trace_to_jaeger_the_bridge_and_debug() -> None:
+    config = load(ROOT / "collector" / "config.yaml")
+    (pipeline,) = config["service"]["pipelines"].values()
+    assert set(pipeline["exporters"]) == {"otlp_grpc/jaeger", "otlp_http/his-bridge", "debug"}
+    assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    bridge = config["exporters"]["otlp_http/his-bridge"]
+    assert bridge["compression"] == "gzip"
+    assert bridge["retry_on_failure"]["max_elapsed_time"] == 0  # never drop a batch the bridge said to retry
+
+
+def _service_and_port(endpoint: str) -> tuple[str, int]:
+    parts = urlsplit(endpoint if "://" in endpoint else f"tcp://{endpoint}")
+    assert parts.hostname and parts.port, endpoint
+    return parts.hostname, parts.port
+
+
+def _container_ports(service: dict[str, Any]) -> set[int]:
+    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports", [])}
+
+
+def _flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
+def test_collector_endpoints_point_at_compose_services(config_path: Path, compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    config = load(config_path)
+    host, port = _service_and_port(config["exporters"]["otlp_grpc/jaeger"]["endpoint"])
+    assert host == "jaeger" and host in services and port == 4317  # Jaeger v2's OTLP gRPC port
+    host, port = _service_and_port(config["exporters"]["otlp_http/his-bridge"]["endpoint"])
+    assert host in services
+    assert port == int(_flag(services[host]["command"], "--port"))
+    assert _flag(services[host]["command"], "--host") == "0.0.0.0"  # reachable from the collector
+    health = config["extensions"]["health_check"]["endpoint"]
+    assert _service_and_port(health)[1] in _container_ports(services["otel-collector"])
+
+
+def test_compose_wiring(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    collector = services["otel-collector"]
+    # The mounted file exists in the repo and is the one the collector is told to read.
+    (mount,) = collector["volumes"]
+    source, target = mount.split(":")[:2]
+    assert (ROOT / source).resolve() == ROOT / "collector" / "config.yaml"
+    assert collector["command"] == [f"--config={target}"]
+    assert {4317, 4318} <= _container_ports(collector)
+    assert 16686 in _container_ports(services["jaeger"])
+    # The bridge and the table creator talk to the DynamoDB service on the port it listens on.
+    bridge = services["his-bridge"]
+    host, port = _service_and_port(bridge["environment"]["AWS_ENDPOINT_URL_DYNAMODB"])
+    assert host == "dynamodb" and port in _container_ports(services["dynamodb"])
+    creator = services["create-table"]
+    assert _service_and_port(_flag(creator["command"], "--endpoint")) == (host, port)
+    # One table name everywhere, and it is the demo's default.
+    from his_otel.serve.cli import DEFAULT_DEMO_TABLE
+
+    assert creator["command"][1] == _flag(bridge["command"], "--table") == DEFAULT_DEMO_TABLE
+    # Start-up order with health conditions.
+    assert collector["depends_on"]["his-bridge"]["condition"] == "service_healthy"
+    assert bridge["depends_on"]["create-table"]["condition"] == "service_completed_successfully"
+    assert creator["depends_on"]["dynamodb"]["condition"] == "service_healthy"
+    assert "healthcheck" in bridge and "healthcheck" in services["dynamodb"]
+    # The bridge's health check asks the port the bridge listens on.
+    assert f":{_flag(bridge['command'], '--port')}/health" in " ".join(bridge["healthcheck"]["test"])
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        image = service["image"]
+        if "build" in service:
+            continue  # built from this repository
+        tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
+        assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
+    assert compose["services"]["otel-collector"]["image"].endswith(":0.159.0")
+    assert compose["services"]["jaeger"]["image"].startswith("cr.jaegertracing.io/jaegertracing/jaeger:2.")
+
+
+def test_no_jaeger_v1_settings(compose: dict[str, Any]) -> None:
+    env = compose["services"]["jaeger"].get("environment") or {}
+    assert "COLLECTOR_OTLP_ENABLED" not in env and "SPAN_STORAGE_TYPE" not in env
+
+
+def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["his-otel"]' in dockerfile
+    assert "pip install --no-cache-dir ." in dockerfile
+    for copied in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
+        assert (ROOT / copied).exists(), copied
