@@ -16,7 +16,7 @@ from importlib.metadata import version
 
 from benchmarks.common import Moto, Row, render
 
-BENCHMARKS = ["agent_thread", "throughput", "freshness", "overhead", "outage"]
+BENCHMARKS = ["agent_thread", "throughput", "freshness", "overhead", "outage", "bridge"]
 
 
 def one(name: str, quick: bool) -> list[Row]:

@@ -65,7 +65,9 @@ def test_every_collector_component_exists_in_otelcol_contrib_0_159(config_path: 
         for component_id in config.get(kind) or {}:
             ctype = component_type(component_id)
             module = RENAMED.get(ctype, ctype).replace("_", "") + kind[:-1]
-            assert module in modules[kind], f"{config_path.name}: {kind} {component_id!r} is not in otelcol-contrib"
+            assert module in modules[kind], (
+                f"{config_path.name}: {kind} {component_id!r} is not in otelcol-contrib"
+            )
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)

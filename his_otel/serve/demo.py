@@ -8,9 +8,9 @@ import os
 import sys
 import time
 import uuid
-from urllib.parse import urlsplit
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 from strands import tool
 

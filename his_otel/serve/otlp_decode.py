@@ -15,12 +15,14 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from ..schema import EVENT_NAME
 
 PROTOBUF = "application/x-protobuf"
+_NO_RESOURCE = Resource.get_empty()
 JSON = "application/json"
 
 
@@ -133,5 +135,8 @@ def milestone_spans(request: ExportTraceServiceRequest) -> tuple[list[ReadableSp
                     is_remote=True,
                     trace_flags=TraceFlags(TraceFlags.SAMPLED),
                 )
-                spans.append(ReadableSpan(name=span.name, context=context, events=events))
+                # An explicit resource: the default would run the resource detectors (threads) per span.
+                spans.append(
+                    ReadableSpan(name=span.name, context=context, events=events, resource=_NO_RESOURCE)
+                )
     return spans, total
