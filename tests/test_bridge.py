@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
-from fault_proxy import FaultProxy
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from fault_proxy import FaultProxy
 from helpers import new_session
 from his_otel import DynamoDBSpanExporter, HISAgent, ScriptedModel, ToolCall
 from his_otel.serve.bridge import Bridge

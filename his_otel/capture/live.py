@@ -317,9 +317,14 @@ class HISSpanProcessor(SpanProcessor):
             self._dropped += lost
             self._queue.clear()
             self._parked.clear()
-        if not flushed or lost:
+            in_flight = self._inflight
+        if not flushed or lost or in_flight:
+            # In-flight milestones are in a write DynamoDB has not answered: the writer counts them
+            # as written or dropped when it does.
             logger.error(
-                "dropped=<%d> | his-otel shut down before DynamoDB took every pending milestone", lost
+                "dropped=<%d>, in_flight=<%d> | his-otel shut down before DynamoDB took every milestone",
+                lost,
+                in_flight,
             )
 
     def stats(self) -> ProcessorStats:
