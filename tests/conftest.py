@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from fault_proxy import FaultProxy
 from his_otel import Handle, configure
 from his_otel.serve.local_dynamodb import LOCAL_ENV, LocalDynamoDB
 from his_otel.serve.table import create_table, session_rows
@@ -45,10 +46,28 @@ def ddb(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture
-def table(ddb: Any) -> str:
-    name = f"status-{uuid.uuid4().hex[:10]}"
-    create_table(ddb, name)
-    return name
+def new_table(ddb: Any) -> Callable[[], str]:
+    """new_table() -> the name of a freshly created status table."""
+
+    def make() -> str:
+        name = f"status-{uuid.uuid4().hex[:10]}"
+        create_table(ddb, name)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def table(new_table: Callable[[], str]) -> str:
+    return new_table()
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the moto server (see fault_proxy.py)."""
+    p = FaultProxy(moto_endpoint).start()
+    yield p
+    p.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,20 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+# The rows of one HISAgent invocation with one tool call (whose body reports PROGRESS).
+TOOL_RUN_ROWS = [
+    "START",
+    "EVENT_LOOP",
+    "MODEL_INVOCATION",
+    "TOOLING",
+    "PROGRESS",
+    "MODEL_INVOCATION",
+    "COMPLETION",
+    "AGENT_STATS",
+    "RESULT",
+    "EVENT_LOOP",
+]
+
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
     """Poll until ``predicate()`` is truthy; return its value, or fail after ``timeout_s``."""

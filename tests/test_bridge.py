@@ -95,12 +95,9 @@ def run_agent(table: str, spans: InMemorySpanExporter) -> tuple[str, list[Readab
 
 
 def test_real_otlp_exporter_with_gzip_gives_the_same_rows_as_in_process(
-    table: str, rows: Any, spans: InMemorySpanExporter, bridge_for: Any, ddb: Any
+    table: str, new_table: Any, rows: Any, spans: InMemorySpanExporter, bridge_for: Any, ddb: Any
 ) -> None:
-    from his_otel.serve.table import create_table
-
-    bridge_table = f"{table}-bridge"
-    create_table(ddb, bridge_table)
+    bridge_table = new_table()
     session, agent_spans = run_agent(table, spans)
     bridge = bridge_for(bridge_table)
     exporter = OTLPSpanExporter(endpoint=f"{bridge.url}/v1/traces", compression=Compression.Gzip)
@@ -142,11 +139,10 @@ def otlp_json(agent_spans: list[ReadableSpan]) -> bytes:
     return json.dumps(document).encode()
 
 
-def test_json_bodies(table: str, rows: Any, spans: InMemorySpanExporter, bridge_for: Any, ddb: Any) -> None:
-    from his_otel.serve.table import create_table
-
-    bridge_table = f"{table}-json"
-    create_table(ddb, bridge_table)
+def test_json_bodies(
+    table: str, new_table: Any, rows: Any, spans: InMemorySpanExporter, bridge_for: Any, ddb: Any
+) -> None:
+    bridge_table = new_table()
     session, agent_spans = run_agent(table, spans)
     bridge = bridge_for(bridge_table)
     status, response = post(f"{bridge.url}/v1/traces", otlp_json(agent_spans), "application/json")
@@ -275,13 +271,6 @@ def fuzz_bridge(moto_endpoint: str, ddb: Any) -> Iterator[Bridge]:
     bridge.shutdown(timeout_s=5)
 
 
-@pytest.fixture
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    p = FaultProxy(moto_endpoint).start()
-    yield p
-    p.stop()
-
-
 def proxied_exporter(table: str, proxy: FaultProxy) -> DynamoDBSpanExporter:
     import boto3
 
@@ -294,15 +283,18 @@ def proxied_exporter(table: str, proxy: FaultProxy) -> DynamoDBSpanExporter:
 
 
 def test_dynamodb_down_gives_503_and_the_rows_arrive_after_it_is_back(
-    table: str, rows: Any, bridge_for: Any, spans: InMemorySpanExporter, proxy: FaultProxy, ddb: Any
+    table: str,
+    new_table: Any,
+    rows: Any,
+    bridge_for: Any,
+    spans: InMemorySpanExporter,
+    proxy: FaultProxy,
+    ddb: Any,
 ) -> None:
     session, agent_spans = run_agent(table, spans)
     expected = [r["event_id"] for r in rows(table, session)]
     assert expected
-    from his_otel.serve.table import create_table
-
-    down_table = f"{table}-down"
-    create_table(ddb, down_table)
+    down_table = new_table()
     bridge = bridge_for(down_table, exporter=proxied_exporter(down_table, proxy), write_timeout_millis=1000)
     body = encode_spans(agent_spans).SerializeToString()
     with proxy.refusing():
@@ -326,13 +318,16 @@ def test_throttling_gives_429(
 
 
 def test_real_otlp_exporter_retries_a_503_until_written(
-    table: str, rows: Any, bridge_for: Any, spans: InMemorySpanExporter, proxy: FaultProxy, ddb: Any
+    table: str,
+    new_table: Any,
+    rows: Any,
+    bridge_for: Any,
+    spans: InMemorySpanExporter,
+    proxy: FaultProxy,
+    ddb: Any,
 ) -> None:
     session, agent_spans = run_agent(table, spans)
-    from his_otel.serve.table import create_table
-
-    retry_table = f"{table}-retry"
-    create_table(ddb, retry_table)
+    retry_table = new_table()
     bridge = bridge_for(retry_table, exporter=proxied_exporter(retry_table, proxy), write_timeout_millis=300)
     exporter = OTLPSpanExporter(endpoint=f"{bridge.url}/v1/traces", compression=Compression.Gzip, timeout=30)
     with proxy.injecting(server_error=1.0):
@@ -378,13 +373,16 @@ def test_concurrent_requests(table: str, bridge_for: Any, ddb: Any) -> None:
 
 
 def test_shutdown_drains_accepted_requests(
-    table: str, rows: Any, bridge_for: Any, spans: InMemorySpanExporter, proxy: FaultProxy, ddb: Any
+    table: str,
+    new_table: Any,
+    rows: Any,
+    bridge_for: Any,
+    spans: InMemorySpanExporter,
+    proxy: FaultProxy,
+    ddb: Any,
 ) -> None:
     session, agent_spans = run_agent(table, spans)
-    from his_otel.serve.table import create_table
-
-    drain_table = f"{table}-drain"
-    create_table(ddb, drain_table)
+    drain_table = new_table()
     bridge = bridge_for(drain_table, exporter=proxied_exporter(drain_table, proxy))
     statuses: list[int] = []
     with proxy.injecting(slow=1.0, slow_s=1.0):
@@ -429,3 +427,30 @@ def test_cli_bridge_serves_and_stops_on_sigterm(table: str, moto_endpoint: str) 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_demo_over_otlp_into_the_bridge_writes_each_row_once(
+    table: str, bridge_for: Any, moto_endpoint: str, ddb: Any
+) -> None:
+    """The compose flow without Docker: the demo exports OTLP (here straight to the bridge, where
+    compose puts the collector in between) and writes its rows in process; one row per milestone."""
+    import os
+
+    bridge = bridge_for(table)
+    session = new_session()
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": bridge.url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "his_otel.serve.cli", "demo", "--turn-delay", "0", "--table", table,
+         "--session-id", session, "--endpoint", moto_endpoint],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "in Jaeger: http://localhost:16686/trace/" in proc.stdout
+    rows = session_rows(ddb, table, session)
+    assert len(rows) >= 15
+    assert bridge.stats.rows_written >= len(rows)  # the bridge wrote every one of them again...
+    assert len({r["event_id"] for r in rows}) == len(rows)  # ...and each is still one row

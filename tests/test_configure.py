@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import new_session, run_script
+from helpers import TOOL_RUN_ROWS, new_session, run_script
 from his_otel.serve.table import session_rows
 
 AGENT_RUN = """
@@ -163,18 +163,7 @@ print(json.dumps({"exported": len(otlp_stand_in.get_finished_spans()), "flushed"
     )
     assert out == {"exported": 0, "flushed": True}  # OTLP export stays sampled out...
     rows = session_rows(ddb, table, session)
-    assert [r["evt_type"] for r in rows] == [  # ...status rows do not
-        "START",
-        "EVENT_LOOP",
-        "MODEL_INVOCATION",
-        "TOOLING",
-        "PROGRESS",
-        "MODEL_INVOCATION",
-        "COMPLETION",
-        "AGENT_STATS",
-        "RESULT",
-        "EVENT_LOOP",
-    ]
+    assert [r["evt_type"] for r in rows] == TOOL_RUN_ROWS  # ...status rows do not
     # Sampled-out spans still have real ids: the row still points at the (unexported) trace.
     assert len({r["trace_id"] for r in rows}) == 1
 
@@ -201,23 +190,26 @@ print(json.dumps(None if e is None else type(e).__module__))
     assert run_json(code) is None
 
 
-def test_pending_rows_are_written_at_interpreter_exit(ddb: Any, table: str) -> None:
-    session = new_session()
-    proc = run_script(
-        script(
-            table,
-            session,
-            """
-import his_otel
+def emit_then(table: str, session: str, n: int, then: str) -> str:
+    """A script that queues n milestones (a 60 s batching delay keeps them pending), then runs ``then``."""
+    return script(
+        table,
+        session,
+        f"""
+import sys, time, his_otel
 from opentelemetry import trace
 his_otel.configure(TABLE, schedule_delay_millis=60000)
-with trace.get_tracer("t").start_as_current_span("exit"):
-    for i in range(30):
+with trace.get_tracer("t").start_as_current_span("pending"):
+    for i in range({n}):
         his_otel.milestone("PROGRESS", str(i), session_id=SESSION)
-# no flush, no shutdown: the process just ends
+{then}
 """,
-        )
     )
+
+
+def test_pending_rows_are_written_at_interpreter_exit(ddb: Any, table: str) -> None:
+    session = new_session()
+    proc = run_script(emit_then(table, session, 30, "# no flush, no shutdown: the process just ends"))
     assert proc.returncode == 0, proc.stderr
     assert len(session_rows(ddb, table, session)) == 30
 
@@ -229,20 +221,7 @@ def test_pending_rows_are_written_on_sigterm(ddb: Any, table: str) -> None:
     import time
 
     session = new_session()
-    code = script(
-        table,
-        session,
-        """
-import sys, time, his_otel
-from opentelemetry import trace
-his_otel.configure(TABLE, schedule_delay_millis=60000)
-with trace.get_tracer("t").start_as_current_span("term"):
-    for i in range(20):
-        his_otel.milestone("PROGRESS", str(i), session_id=SESSION)
-print("ready", flush=True)
-time.sleep(60)
-""",
-    )
+    code = emit_then(table, session, 20, 'print("ready", flush=True)\ntime.sleep(60)')
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     started = time.monotonic()

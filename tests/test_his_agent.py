@@ -13,7 +13,7 @@ from strands import Agent, tool
 from strands.event_loop._retry import ModelRetryStrategy
 from strands.types.exceptions import ModelThrottledException
 
-from helpers import new_session
+from helpers import TOOL_RUN_ROWS, new_session
 from his_otel import (
     DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE,
     EventType,
@@ -66,18 +66,7 @@ def test_lifecycle_rows_of_a_tool_run(table: str, rows: Any, spans: InMemorySpan
     result = agent("go")
     assert "answer" in str(result)
     got = rows(table, session)
-    assert types(got) == [
-        "START",
-        "EVENT_LOOP",
-        "MODEL_INVOCATION",
-        "TOOLING",
-        "PROGRESS",
-        "MODEL_INVOCATION",
-        "COMPLETION",
-        "AGENT_STATS",
-        "RESULT",
-        "EVENT_LOOP",
-    ]
+    assert types(got) == TOOL_RUN_ROWS
     assert {r["agent_id"] for r in got} == {"agent-1"}
     assert got[1]["evt_message"] == "init_event_loop" and got[-1]["evt_message"] == "result"
     assert got[3]["evt_message"].startswith("Calling lookup")

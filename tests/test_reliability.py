@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -16,13 +15,6 @@ from fault_proxy import FaultProxy
 from helpers import new_session, wait_for
 from his_otel import DynamoDBSpanExporter, HISAgent, HISSpanProcessor, ScriptedModel, ToolCall, milestone
 from his_otel.serve.table import session_rows
-
-
-@pytest.fixture
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    p = FaultProxy(moto_endpoint).start()
-    yield p
-    p.stop()
 
 
 def test_milestones_do_not_wait_for_a_hung_dynamodb(table: str, proxy: FaultProxy) -> None:
