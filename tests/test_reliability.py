@@ -96,17 +96,19 @@ def test_shutdown_honours_its_timeout_while_dynamodb_hangs(
 ) -> None:
     client = boto3.client("dynamodb", endpoint_url=proxy.endpoint, config=Config(read_timeout=30))
     processor = HISSpanProcessor(
-        DynamoDBSpanExporter(table, client=client), shutdown_timeout_millis=500, schedule_delay_millis=0
+        DynamoDBSpanExporter(table, client=client), shutdown_timeout_millis=500, schedule_delay_millis=60_000
     )
     with proxy.injecting(slow=1.0, slow_s=20.0):
         for i in range(10):
             milestone("PROGRESS", str(i), session_id=new_session(), table=table)
+        # All ten are queued behind the batching delay; a flush sends them, as one write, into the hang.
+        assert processor.force_flush(200) is False
         wait_for(lambda: proxy.counters.requests, timeout_s=5)
         started = time.monotonic()
         processor.shutdown()
         # 0.5 s to flush, then at most a fifth of that waiting for the stuck writer to notice.
         assert time.monotonic() - started < 3
-    # Nothing is hidden: the stuck batch shows as in flight, in the log and in stats().
+    # Nothing is hidden: the stuck write shows as in flight, in the log and in stats().
     stats = processor.stats()
-    assert stats.written == 0 and stats.dropped + stats.queued == 10
-    assert "in_flight=<10>" in caplog.text
+    assert (stats.written, stats.dropped, stats.queued) == (0, 0, 10)
+    assert "dropped=<0>, in_flight=<10>" in caplog.text
