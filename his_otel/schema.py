@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -89,9 +89,6 @@ class Milestone:
         """Memory this milestone holds while queued, O(1): measured at about 360 bytes of object and
         id strings plus the message (``getsizeof`` knows its real width: 1, 2 or 4 bytes a char)."""
         return 360 + sys.getsizeof(self.evt_message)
-
-    def with_span(self, trace_id: int, span_id: int, span_name: str) -> Milestone:
-        return replace(self, trace_id=trace_id, span_id=span_id, span_name=span_name)
 
 
 def event_attributes(m: Milestone, *, include_table: bool = True) -> dict[str, str]:
