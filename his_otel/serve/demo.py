@@ -82,16 +82,14 @@ def demo_script() -> list[Any]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .cli import CLIError, _explain, make_client
+    from .cli import DEFAULT_DEMO_TABLE, CLIError, _endpoint, _explain, make_client
     from .local_dynamodb import LOCAL_ENV, LocalDynamoDB
     from .table import create_table
     from .timeline import Follower
 
-    table = args.table or os.environ.get(config.ENV_TABLE, "").strip() or "his-otel-demo"
+    table = config.resolve_str(args.table or None, config.ENV_TABLE, DEFAULT_DEMO_TABLE)
     session_id = args.session_id or f"demo-{uuid.uuid4().hex[:8]}"
-    endpoint = (
-        args.endpoint or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
-    )
+    endpoint = _endpoint(args)
     out = sys.stdout
 
     stack_has_local = False
