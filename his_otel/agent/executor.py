@@ -36,33 +36,6 @@ class TimeoutConcurrentToolExecutor(ConcurrentToolExecutor):
             raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
         self.timeout_seconds = timeout_seconds
 
-    @staticmethod
-    async def _run_tool_stream(
-        agent: Agent,
-        tool_use: ToolUse,
-        tool_results: list[ToolResult],
-        cycle_trace: Any,
-        cycle_span: Any,
-        invocation_state: dict[str, Any],
-        task_id: int,
-        task_queue: asyncio.Queue[Any],
-        task_event: asyncio.Event,
-        structured_output_context: Any,
-    ) -> None:
-        events = ToolExecutor._stream_with_trace(
-            agent,
-            tool_use,
-            tool_results,
-            cycle_trace,
-            cycle_span,
-            invocation_state,
-            structured_output_context,
-        )
-        async for event in events:
-            task_queue.put_nowait((task_id, event))
-            await task_event.wait()
-            task_event.clear()
-
     async def _task(
         self,
         agent: Agent,
@@ -79,22 +52,25 @@ class TimeoutConcurrentToolExecutor(ConcurrentToolExecutor):
     ) -> None:
         tool_use_id = str(tool_use.get("toolUseId", ""))
         tool_name = str(tool_use.get("name", "unknown"))
-        try:
-            await asyncio.wait_for(
-                self._run_tool_stream(
-                    agent,
-                    tool_use,
-                    tool_results,
-                    cycle_trace,
-                    cycle_span,
-                    invocation_state,
-                    task_id,
-                    task_queue,
-                    task_event,
-                    structured_output_context,
-                ),
-                timeout=self.timeout_seconds,
+
+        async def run_tool() -> None:
+            # Strands' own per-tool loop, so asyncio.wait_for can cut it off.
+            events = ToolExecutor._stream_with_trace(
+                agent,
+                tool_use,
+                tool_results,
+                cycle_trace,
+                cycle_span,
+                invocation_state,
+                structured_output_context,
             )
+            async for event in events:
+                task_queue.put_nowait((task_id, event))
+                await task_event.wait()
+                task_event.clear()
+
+        try:
+            await asyncio.wait_for(run_tool(), timeout=self.timeout_seconds)
         except asyncio.TimeoutError:
             logger.warning(
                 "tool=<%s>, tool_use_id=<%s>, timeout_s=<%s> | tool timed out",
