@@ -23,11 +23,7 @@ def one(name: str, quick: bool) -> list[Row]:
     """Run one benchmark in this process (the moto endpoint comes from the environment)."""
     import importlib
 
-    moto = Moto.__new__(Moto)
-    import boto3
-
-    moto.endpoint = os.environ["AWS_ENDPOINT_URL_DYNAMODB"]
-    moto.client = boto3.client("dynamodb", endpoint_url=moto.endpoint)
+    moto = Moto(endpoint=os.environ["AWS_ENDPOINT_URL_DYNAMODB"])
     module = importlib.import_module(f"benchmarks.{name}")
     return list(module.run(moto, quick))
 

@@ -50,10 +50,14 @@ def median(values: Sequence[float]) -> float:
 class Moto:
     """A moto server in its own process (it must not share the GIL with what is measured)."""
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: str | None = None) -> None:
+        """Start a server, or use the one already running at ``endpoint``."""
         os.environ.update(LOCAL_ENV)
-        self._server = LocalDynamoDB()
-        self.endpoint = self._server.start()
+        self._server: LocalDynamoDB | None = None
+        if endpoint is None:
+            self._server = LocalDynamoDB()
+            endpoint = self._server.start()
+        self.endpoint = endpoint
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.endpoint
         import boto3
 
@@ -74,7 +78,8 @@ class Moto:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.stop()
 
 
 def fmt(value: float, unit: str) -> str:
