@@ -24,6 +24,13 @@ ENV_MAX_MESSAGE_BYTES = "HIS_OTEL_MAX_MESSAGE_BYTES"
 ENV_MESSAGE_MODE = "HIS_OTEL_MESSAGE_MODE"
 ENV_REPORTING = "HIS_OTEL_REPORTING"
 ENV_DISABLED = "HIS_OTEL_DISABLED"
+ENV_MAX_ROW_AGE_MS = "HIS_OTEL_MAX_ROW_AGE_MS"
+ENV_INVOCATION_FLUSH_MS = "HIS_OTEL_INVOCATION_FLUSH_MS"
+
+# Theirs, for the region: botocore reads only AWS_DEFAULT_REGION; Lambda, AgentCore and the other AWS
+# SDKs set AWS_REGION.
+ENV_AWS_REGION = "AWS_REGION"
+ENV_AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 
 # Theirs, read where we decide whether to add an OTLP exporter (the SDK exporters read the rest).
 ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -37,6 +44,11 @@ DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
 DEFAULT_SCHEDULE_DELAY_MS = 50
 DEFAULT_EXPORT_TIMEOUT_MS = 10_000
 DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000
+# A row that cannot be written (table missing or still CREATING, access denied, credentials expired,
+# DynamoDB down) is retried with backoff for this long after its first failure, then rejected.
+DEFAULT_MAX_ROW_AGE_MS = 600_000
+# How long the end of an invocation waits for its rows to be written (0: do not wait).
+DEFAULT_INVOCATION_FLUSH_MS = 2_000
 
 MESSAGE_MODES = ("full", "drop")
 REPORTING_MODES = ("hooks", "prompt", "both")
@@ -47,11 +59,19 @@ def _arg_name(env: str) -> str:
     return env.removeprefix("HIS_OTEL_").lower()
 
 
-def resolve_int(arg: int | None, env: str, default: int, *, minimum: int = 1) -> int:
+def resolve_int(
+    arg: int | None, env: str, default: int, *, minimum: int = 1, maximum: int | None = None
+) -> int:
     """Resolve an integer knob: argument, then ``env``, then ``default``."""
+    bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if arg is not None:
-        if isinstance(arg, bool) or not isinstance(arg, int) or arg < minimum:
-            raise ValueError(f"{_arg_name(env)}: expected an integer >= {minimum}, got {arg!r}")
+        if (
+            isinstance(arg, bool)
+            or not isinstance(arg, int)
+            or arg < minimum
+            or (maximum is not None and arg > maximum)
+        ):
+            raise ValueError(f"{_arg_name(env)}: expected an integer {bounds}, got {arg!r}")
         return arg
     raw = os.environ.get(env)
     if raw is None or raw.strip() == "":
@@ -60,8 +80,14 @@ def resolve_int(arg: int | None, env: str, default: int, *, minimum: int = 1) ->
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
-        logger.warning("env=<%s>, value=<%s> | invalid value, using default %s", env, raw, default)
+    if value < minimum or (maximum is not None and value > maximum):
+        logger.warning(
+            "env=<%s>, value=<%s> | invalid value (expected an integer %s), using default %s",
+            env,
+            raw,
+            bounds,
+            default,
+        )
         return default
     return value
 
@@ -89,3 +115,18 @@ def resolve_str(arg: str | None, env: str, default: str = "") -> str:
 
 def env_flag(env: str) -> bool:
     return os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_region(arg: str | None = None) -> str | None:
+    """The region for a DynamoDB client: the argument, then ``AWS_DEFAULT_REGION``, then ``AWS_REGION``.
+
+    ``None`` leaves the choice to botocore (a profile's ``region``). botocore itself never reads
+    ``AWS_REGION``, which is the variable Lambda, AgentCore and most AWS SDKs set.
+    """
+    if arg:
+        return arg
+    for env in (ENV_AWS_DEFAULT_REGION, ENV_AWS_REGION):
+        value = os.environ.get(env, "").strip()
+        if value:
+            return value
+    return None

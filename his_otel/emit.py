@@ -1,9 +1,9 @@
 """Emitting milestones: a ``his.milestone`` event on the current span, handed to the live capture.
 
 The span event is what backends such as Jaeger show and what the end-of-span and bridge paths read.
-The hand-off to the live sinks is what makes a row appear while the invocation still runs, and is
-why a milestone survives a span that never ends, a trace that is sampled out, and a span that drops
-old events past the SDK's event limit.
+The hand-off to the pipelines of the span's provider (``capture.routing``) is what makes a row
+appear while the invocation still runs, and is why a milestone survives a span that never ends, a
+trace that is sampled out, and a span that drops old events past the SDK's event limit.
 """
 
 from __future__ import annotations
@@ -11,19 +11,21 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import trace as trace_api
 
+from .capture import routing
 from .schema import (
     EVENT_NAME,
     EventType,
     InvalidMilestoneError,
     Milestone,
+    check_ids,
+    clean_text,
     event_attributes,
     normalize_evt_type,
 )
@@ -49,12 +51,10 @@ _current_identity: contextvars.ContextVar[Identity | None] = contextvars.Context
     "his_otel_identity", default=None
 )
 
-Sink = Callable[[Milestone], object]
-# Copy-on-write so the hot path reads it without a lock.
-_sinks: tuple[Sink, ...] = ()
-_sinks_lock = threading.Lock()
 _dropped_no_identity = 0
+_dropped_no_pipeline = 0
 _warned_no_identity = False
+_warned_no_pipeline = False
 
 
 def new_event_id() -> str:
@@ -90,22 +90,14 @@ def session(session_id: str, agent_id: str = "default", table: str = "") -> Iter
         _current_identity.reset(token)
 
 
-def add_sink(sink: Sink) -> None:
-    global _sinks
-    with _sinks_lock:
-        if sink not in _sinks:
-            _sinks = (*_sinks, sink)
-
-
-def remove_sink(sink: Sink) -> None:
-    global _sinks
-    with _sinks_lock:
-        _sinks = tuple(s for s in _sinks if s != sink)
-
-
 def dropped_without_identity() -> int:
     """How many ``milestone()`` calls had no session to write to."""
     return _dropped_no_identity
+
+
+def dropped_without_pipeline() -> int:
+    """How many milestones had no his-otel pipeline to go to (``configure()`` never ran)."""
+    return _dropped_no_pipeline
 
 
 def milestone(
@@ -134,7 +126,7 @@ def milestone(
         The milestone's ``event_id``, or ``None`` when it could not be recorded (bad type, no
         session). Never raises: a status row is not worth failing the agent for.
     """
-    global _dropped_no_identity, _warned_no_identity
+    global _dropped_no_identity, _warned_no_identity, _dropped_no_pipeline, _warned_no_pipeline
     try:
         identity = _current_identity.get()
         sid = session_id if session_id is not None else (identity.session_id if identity else "")
@@ -154,28 +146,41 @@ def milestone(
         ctx = target.get_span_context()
         m = Milestone(
             event_id=new_event_id(),
-            session_id=str(sid),
-            agent_id=str(aid or "default"),
+            session_id=clean_text(str(sid)),
+            agent_id=clean_text(str(aid or "default")),
             evt_type=normalize_evt_type(evt_type),
-            evt_message=message if isinstance(message, str) else str(message),
+            # Replaced here, so the span event, every exporter and the row carry the same valid text.
+            evt_message=clean_text(message if isinstance(message, str) else str(message)),
             timestamp_ns=time.time_ns(),
             trace_id=ctx.trace_id,
             span_id=ctx.span_id,
             # Only SDK spans know their name; a non-recording span leaves it empty.
-            span_name=str(getattr(target, "name", "") or ""),
+            span_name=clean_text(str(getattr(target, "name", "") or "")),
             table=str(tbl or ""),
         )
+        check_ids(m.session_id, m.event_id, m.agent_id)
+        pipelines = routing.pipelines_for(target)
+        # Redaction happens before the event exists: what the filters return is the only text that
+        # leaves the process, on the span event (and so every OTLP backend) as on the row.
+        for pipeline in pipelines:
+            m = pipeline.prepare(m)
         target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
-        for sink in _sinks:
-            try:
-                sink(m)
-            except Exception:
-                # One broken sink must not keep the milestone from the others.
-                logger.exception("sink=<%r> | live sink failed", sink)
+        if not pipelines:
+            _dropped_no_pipeline += 1
+            if not _warned_no_pipeline:
+                _warned_no_pipeline = True
+                logger.warning(
+                    "evt_type=<%s> | no his-otel pipeline for this span's tracer provider, no row written"
+                    " (call his_otel.configure(); logged once)",
+                    m.evt_type,
+                )
+        for pipeline in pipelines:
+            pipeline.submit(m, target)
         return m.event_id
     except InvalidMilestoneError as e:
+        # The error names the field and its size, never the message text.
         logger.warning("evt_type=<%s> | milestone not recorded: %s", evt_type, e)
         return None
-    except Exception:
-        logger.exception("evt_type=<%s> | milestone not recorded", evt_type)
+    except Exception as e:
+        logger.error("evt_type=<%s>, error=<%s> | milestone not recorded", evt_type, type(e).__name__)
         return None

@@ -34,8 +34,17 @@ SPAN_ATTR_SESSION_ID = "session.id"
 KEY_SESSION_ID = "session_id"
 KEY_EVENT_ID = "event_id"
 
-# DynamoDB's item limit is 400 KB including attribute names; this leaves room for the other attributes.
+# DynamoDB's item limit (400 KB), counting attribute names and values in UTF-8 bytes.
+MAX_ITEM_BYTES = 400 * 1024
+# DynamoDB's key limits: a partition key of at most 2,048 bytes, a sort key of at most 1,024.
+MAX_SESSION_ID_BYTES = 2048
+MAX_EVENT_ID_BYTES = 1024
+# Ours, so that every other attribute together stays small next to the message.
+MAX_AGENT_ID_BYTES = 1024
+MAX_SPAN_NAME_BYTES = 1024
 DEFAULT_MAX_MESSAGE_BYTES = 350_000
+# The largest message setting that can fit beside the other attributes at their limits.
+MAX_MESSAGE_BYTES_LIMIT = 400_000
 
 _EVT_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
@@ -105,15 +114,55 @@ def event_attributes(m: Milestone, *, include_table: bool = True) -> dict[str, s
     return attrs
 
 
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD; valid text comes back as is.
+
+    A lone surrogate (model JSON with half an emoji escape, ``JSON.stringify`` output) cannot be
+    encoded as UTF-8, so botocore would fail a whole batch on it and OTLP exporters a whole span.
+    A surrogate pair split into two code points is joined back into its character.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _text(value: Any) -> str:
     """Coerce an attribute value to text that DynamoDB accepts (valid UTF-8)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
-    text = value if isinstance(value, str) else str(value)
-    # Lone surrogates cannot be encoded; boto3 would fail the whole batch on them.
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+    return clean_text(value if isinstance(value, str) else str(value))
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def check_ids(session_id: str, event_id: str, agent_id: str) -> None:
+    """Raise :class:`InvalidMilestoneError` when an id cannot be stored (DynamoDB's key limits)."""
+    if not session_id:
+        raise InvalidMilestoneError("missing his.session_id")
+    if not event_id:
+        raise InvalidMilestoneError("missing his.event_id")
+    for name, value, limit in (
+        ("session_id", session_id, MAX_SESSION_ID_BYTES),
+        ("event_id", event_id, MAX_EVENT_ID_BYTES),
+        ("agent_id", agent_id, MAX_AGENT_ID_BYTES),
+    ):
+        size = _utf8_len(value)
+        if size > limit:
+            raise InvalidMilestoneError(f"{name} is {size} bytes in UTF-8; the limit is {limit}")
+
+
+def truncate_utf8(text: str, max_bytes: int) -> tuple[str, int]:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 on a character boundary, and its full length."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text, len(encoded)
+    return encoded[:max_bytes].decode("utf-8", errors="ignore"), len(encoded)
 
 
 def milestone_from_event(
@@ -132,14 +181,12 @@ def milestone_from_event(
     attrs = attributes or {}
     session_id = _text(attrs.get(ATTR_SESSION_ID, "")).strip()
     event_id = _text(attrs.get(ATTR_EVENT_ID, "")).strip()
-    if not session_id:
-        raise InvalidMilestoneError("missing his.session_id")
-    if not event_id:
-        raise InvalidMilestoneError("missing his.event_id")
+    agent_id = _text(attrs.get(ATTR_AGENT_ID, "")).strip() or "default"
+    check_ids(session_id, event_id, agent_id)
     return Milestone(
         event_id=event_id,
         session_id=session_id,
-        agent_id=_text(attrs.get(ATTR_AGENT_ID, "")).strip() or "default",
+        agent_id=agent_id,
         evt_type=normalize_evt_type(_text(attrs.get(ATTR_EVT_TYPE, ""))),
         evt_message=_text(attrs.get(ATTR_EVT_MESSAGE, "")),
         timestamp_ns=int(timestamp_ns),
@@ -155,9 +202,34 @@ def iso_utc(timestamp_ns: int) -> str:
     return datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds")
 
 
+# Room kept for the truncation flags: names plus a BOOL and a number of up to 21 digits.
+_FLAGS_BYTES = len("evt_message_truncated") + 1 + len("evt_message_length") + 21
+
+
+def item_bytes(item: Item) -> int:
+    """An upper bound of DynamoDB's size of ``item``: names and values in UTF-8 bytes."""
+    total = 0
+    for name, value in item.items():
+        total += _utf8_len(name)
+        if "S" in value:
+            total += _utf8_len(value["S"])
+        elif "N" in value:
+            total += len(value["N"]) + 1
+        else:
+            total += 1
+    return total
+
+
 def to_item(m: Milestone, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Item:
-    """The DynamoDB item (low-level attribute-value form) for ``m`` (DESIGN section 3)."""
-    message = m.evt_message
+    """The DynamoDB item (low-level attribute-value form) for ``m`` (DESIGN section 3).
+
+    The item always fits DynamoDB's 400 KB: the span name is cut to 1,024 bytes and the message to
+    what is left (and to ``max_message_bytes``), flagged with its original length.
+
+    Raises:
+        InvalidMilestoneError: when a key or the agent id is beyond its limit (see :func:`check_ids`).
+    """
+    check_ids(m.session_id, m.event_id, m.agent_id)
     item: Item = {
         KEY_SESSION_ID: {"S": m.session_id},
         KEY_EVENT_ID: {"S": m.event_id},
@@ -165,17 +237,17 @@ def to_item(m: Milestone, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES)
         "evt_type": {"S": m.evt_type},
         "evt_datetime": {"S": iso_utc(m.timestamp_ns)},
     }
-    encoded = message.encode("utf-8")
-    if len(encoded) > max_message_bytes:
-        # Truncate on a character boundary; keep the row rather than fail its whole batch.
-        message = encoded[:max_message_bytes].decode("utf-8", errors="ignore")
-        item["evt_message_truncated"] = {"BOOL": True}
-        item["evt_message_length"] = {"N": str(len(encoded))}
-    item["evt_message"] = {"S": message}
     if m.trace_id:
         item["trace_id"] = {"S": format(m.trace_id, "032x")}
     if m.span_id:
         item["span_id"] = {"S": format(m.span_id, "016x")}
     if m.span_name:
-        item["span_name"] = {"S": m.span_name}
+        item["span_name"] = {"S": truncate_utf8(m.span_name, MAX_SPAN_NAME_BYTES)[0]}
+    budget = MAX_ITEM_BYTES - item_bytes(item) - len("evt_message") - _FLAGS_BYTES
+    message, length = truncate_utf8(m.evt_message, max(0, min(max_message_bytes, budget)))
+    if len(message) < len(m.evt_message):
+        # Keep the row rather than fail its whole batch; the flags tell a reader it was cut.
+        item["evt_message_truncated"] = {"BOOL": True}
+        item["evt_message_length"] = {"N": str(length)}
+    item["evt_message"] = {"S": message}
     return item

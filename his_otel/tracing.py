@@ -6,20 +6,22 @@ it never replaces one the application (or ADOT, or Strands' ``StrandsTelemetry``
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import config
+from .capture import lifecycle
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .write.exporter import DynamoDBSpanExporter, MessageFilter
 
@@ -27,6 +29,24 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _handles: dict[int, Handle] = {}
+
+
+def _bounded(fn: Callable[[], object], timeout_s: float) -> bool:
+    """Run ``fn`` on a helper thread and wait at most ``timeout_s``: an OTLP exporter stuck on a hung
+    collector must not hold the caller past its own timeout. False if it failed or is still running."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except Exception:
+            logger.exception("his-otel flush/shutdown step failed")
+            outcome.append(False)
+
+    worker = threading.Thread(target=run, name="his-otel-bounded", daemon=True)
+    worker.start()
+    worker.join(max(0.0, timeout_s))
+    return bool(outcome and outcome[0] is not False)
 
 
 @dataclass
@@ -39,52 +59,30 @@ class Handle:
     installed_provider: bool
     """True when his-otel installed the global provider (none existed)."""
     otlp_exporter: SpanExporter | None = None
+    otlp_processor: SpanProcessor | None = None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write pending rows (and pending OTLP spans when his-otel installed the provider)."""
-        if isinstance(self.provider, TracerProvider):
-            return bool(self.provider.force_flush(timeout_millis))
-        return self.processor.force_flush(timeout_millis)
+        """Write pending rows (and send pending OTLP spans when his-otel installed the provider),
+        within ``timeout_millis`` in all."""
+        deadline = time.monotonic() + max(0, timeout_millis) / 1000
+        ok = self.processor.force_flush(timeout_millis)
+        if self.otlp_processor is not None:
+            remaining = deadline - time.monotonic()
+            otlp = self.otlp_processor
+            ok = _bounded(lambda: otlp.force_flush(max(0, int(remaining * 1000))), remaining) and ok
+        return ok
 
     def shutdown(self) -> None:
-        """Flush and stop. Idempotent."""
+        """Write what is pending and stop, each part within its shutdown timeout. Idempotent."""
         with _lock:
             _handles.pop(id(self.provider), None)
-        if self.installed_provider and isinstance(self.provider, TracerProvider):
-            self.provider.shutdown()
-        else:
-            # The app owns its provider; stop only what we added.
-            self.processor.shutdown()
+        self.processor.shutdown()
+        if self.otlp_processor is not None:
+            otlp = self.otlp_processor
+            _bounded(otlp.shutdown, self.processor._shutdown_timeout_s)
 
     def stats(self) -> ProcessorStats:
         return self.processor.stats()
-
-
-def _flush_on_sigterm(handle: Handle) -> None:
-    """Write pending rows when the process is asked to stop, then let SIGTERM do what it did before.
-
-    Python skips ``atexit`` on SIGTERM. Only the main thread may set handlers; an app that sets
-    its own keeps it: ours runs first, then theirs.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        try:
-            handle.shutdown()
-        except Exception:
-            logger.exception("his-otel shutdown on SIGTERM failed")
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except (ValueError, OSError):  # not supported here (an embedded interpreter, say)
-        logger.debug("sigterm handler not installed")
 
 
 def _otlp_requested(otlp: bool | None) -> bool:
@@ -118,7 +116,11 @@ def _otlp_exporter() -> SpanExporter:
 def current_handle() -> Handle | None:
     """The handle for the global provider, if ``configure()`` has run for it."""
     with _lock:
-        return _handles.get(id(trace_api.get_tracer_provider()))
+        handle = _handles.get(id(trace_api.get_tracer_provider()))
+    if handle is not None:
+        # A configure() made on a worker thread gets its SIGTERM handler at the next chance.
+        lifecycle.ensure_sigterm_flush()
+    return handle
 
 
 def configure(
@@ -137,6 +139,7 @@ def configure(
     export_timeout_millis: int | None = None,
     shutdown_timeout_millis: int | None = None,
     max_message_bytes: int | None = None,
+    max_row_age_millis: int | None = None,
     message_mode: str | None = None,
     message_filter: MessageFilter | None = None,
     flush_on_sigterm: bool = True,
@@ -154,8 +157,10 @@ def configure(
             :class:`DynamoDBSpanExporter`); by default boto3's environment.
         otlp: Force the OTLP exporter on or off for a provider installed here.
         service_name: ``service.name`` of a provider installed here (else ``OTEL_SERVICE_NAME``).
-        flush_on_sigterm: Write pending rows on SIGTERM (from the main thread only; an existing
-            handler still runs after ours).
+        message_mode, message_filter: What text may leave the process; applied when a milestone is
+            emitted, so the span event and the row carry the same text.
+        flush_on_sigterm: Where nobody handles SIGTERM (``SIG_DFL``), write pending rows before the
+            signal ends the process. An application's own handler, or ``SIG_IGN``, is left alone.
         Other arguments: see :class:`HISSpanProcessor` and :class:`DynamoDBSpanExporter`.
 
     Returns:
@@ -168,6 +173,7 @@ def configure(
             return existing
         installed = False
         otlp_exporter: SpanExporter | None = None
+        otlp_processor: SpanProcessor | None = None
         if tracer_provider is None and not isinstance(provider, TracerProvider):
             if type(provider).__name__ != "ProxyTracerProvider":
                 logger.warning(
@@ -177,10 +183,13 @@ def configure(
                 )
             else:
                 attrs = {SERVICE_NAME: service_name} if service_name else {}
-                provider = TracerProvider(resource=Resource.create(attrs))
+                # Our own exit hook shuts it down within bounded time; the SDK's would wait on a
+                # hung collector for as long as the OTLP exporter's own timeout.
+                provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
                 if _otlp_requested(otlp):
                     otlp_exporter = _otlp_exporter()
-                    provider.add_span_processor(BatchSpanProcessor(otlp_exporter))
+                    otlp_processor = BatchSpanProcessor(otlp_exporter)
+                    provider.add_span_processor(otlp_processor)
                 trace_api.set_tracer_provider(provider)
                 if trace_api.get_tracer_provider() is not provider:
                     # Lost a race with another installer; attach to the winner instead.
@@ -198,8 +207,6 @@ def configure(
             endpoint_url=endpoint_url,
             export_timeout_millis=export_timeout_millis,
             max_message_bytes=max_message_bytes,
-            message_mode=message_mode,
-            message_filter=message_filter,
         )
         processor = HISSpanProcessor(
             exporter,
@@ -207,6 +214,10 @@ def configure(
             max_queue_bytes=max_queue_bytes,
             schedule_delay_millis=schedule_delay_millis,
             shutdown_timeout_millis=shutdown_timeout_millis,
+            max_row_age_millis=max_row_age_millis,
+            message_mode=message_mode,
+            message_filter=message_filter,
+            tracer_provider=provider,
         )
         if isinstance(provider, TracerProvider):
             provider.add_span_processor(processor)
@@ -216,8 +227,12 @@ def configure(
             exporter=exporter,
             installed_provider=installed,
             otlp_exporter=otlp_exporter,
+            otlp_processor=otlp_processor,
         )
         _handles[id(provider)] = handle
+        if otlp_processor is not None:
+            atexit.register(handle.shutdown)
         if flush_on_sigterm:
-            _flush_on_sigterm(handle)
+            timeout_ms = int(processor._shutdown_timeout_s * 1000)
+            lifecycle.want_sigterm_flush(lambda: handle.force_flush(timeout_ms))
         return handle

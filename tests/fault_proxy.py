@@ -42,7 +42,11 @@ class Faults:
 @dataclass
 class Counters:
     requests: int = 0
+    answered: int = 0
+    """Requests whose answer was sent in full (a hung or reset request is not answered)."""
     injected: dict[str, int] = field(default_factory=dict)
+    puts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(table, session_id, event_id) -> PutRequests forwarded to DynamoDB for that key."""
 
     def add(self, kind: str) -> None:
         self.injected[kind] = self.injected.get(kind, 0) + 1
@@ -106,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             if held_back:
                 proxy.count("unprocessed")
             body = json.dumps(request).encode()
+        if target.endswith("BatchWriteItem"):
+            proxy.record_puts(body)
         status, headers, answer = proxy.forward(self.command, self.path, dict(self.headers), body)
         if held_back:
             parsed = json.loads(answer)
@@ -131,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
+        with proxy.lock:
+            proxy.counters.answered += 1
 
     do_GET = do_POST  # noqa: N815 - http.server dispatches on this name
 
@@ -156,6 +164,15 @@ class FaultProxy:
     def count(self, kind: str) -> None:
         with self.lock:
             self.counters.add(kind)
+
+    def record_puts(self, body: bytes) -> None:
+        request = json.loads(body)
+        with self.lock:
+            for table, reqs in request.get("RequestItems", {}).items():
+                for req in reqs:
+                    item = req["PutRequest"]["Item"]
+                    key = (table, item["session_id"]["S"], item["event_id"]["S"])
+                    self.counters.puts[key] = self.counters.puts.get(key, 0) + 1
 
     def forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes

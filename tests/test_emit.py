@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import INVALID_SPAN
 
 from his_otel import EventType, milestone, session
-from his_otel.emit import add_sink, dropped_without_identity, remove_sink
-from his_otel.schema import EVENT_NAME, Milestone
+from his_otel.emit import dropped_without_identity
+from his_otel.schema import EVENT_NAME
 
 tracer = TracerProvider().get_tracer("test")  # a private provider: these tests need no global one
 
@@ -53,17 +53,17 @@ def test_event_ids_are_uuid7_and_ordered_across_threads() -> None:
     assert one_thread == sorted(one_thread)  # type: ignore[type-var]
 
 
+def _events(span: object) -> list[dict[str, object]]:
+    return [dict(e.attributes) for e in span.events if e.name == EVENT_NAME]  # type: ignore[attr-defined]
+
+
 def test_identity_comes_from_the_session_block() -> None:
-    seen: list[Milestone] = []
-    add_sink(seen.append)
-    try:
+    with tracer.start_as_current_span("work") as span:
         with session("s-ctx", agent_id="a-ctx", table="t-ctx"):
-            milestone("START", "go", span=INVALID_SPAN)
-            milestone("START", "override", span=INVALID_SPAN, session_id="s-explicit")
-        assert milestone("START", "outside", span=INVALID_SPAN) is None
-    finally:
-        remove_sink(seen.append)
-    assert [(m.session_id, m.agent_id, m.table) for m in seen] == [
+            milestone("START", "go")
+            milestone("START", "override", session_id="s-explicit")
+        assert milestone("START", "outside") is None
+    assert [(e["his.session_id"], e["his.agent_id"], e["his.table"]) for e in _events(span)] == [
         ("s-ctx", "a-ctx", "t-ctx"),
         ("s-explicit", "a-ctx", "t-ctx"),
     ]
@@ -81,28 +81,21 @@ def test_bad_type_returns_none_and_adds_no_event() -> None:
     assert not span.events  # type: ignore[attr-defined]
 
 
-def test_a_failing_sink_neither_raises_nor_starves_other_sinks() -> None:
-    seen: list[Milestone] = []
-
-    def broken(m: Milestone) -> None:
-        raise RuntimeError("sink down")
-
-    add_sink(broken)
-    add_sink(seen.append)
-    try:
-        assert milestone("PROGRESS", "x", span=INVALID_SPAN, session_id="s") is not None
-    finally:
-        remove_sink(broken)
-        remove_sink(seen.append)
-    assert len(seen) == 1
+def test_lone_surrogates_are_replaced_on_the_span_event_and_the_log_never_shows_the_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with tracer.start_as_current_span("work") as span:
+        assert milestone("PROGRESS", 'secret {"e": "\ud83d"} \ud83d\ude00', session_id="s\udc80") is not None
+    (event,) = _events(span)
+    assert event["his.evt_message"] == 'secret {"e": "\ufffd"} \U0001f600'
+    assert event["his.session_id"] == "s\ufffd"
+    assert "secret" not in caplog.text
 
 
-def test_non_recording_span_still_reaches_sinks_with_its_ids() -> None:
-    seen: list[Milestone] = []
-    add_sink(seen.append)
-    try:
-        milestone("PROGRESS", "x", span=INVALID_SPAN, session_id="s")
-    finally:
-        remove_sink(seen.append)
-    assert seen[0].span_name == ""
-    assert seen[0].trace_id == 0
+def test_ids_beyond_dynamodbs_key_limits_are_refused_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    with tracer.start_as_current_span("work") as span:
+        assert milestone("PROGRESS", "x", session_id="s" * 2049) is None
+        assert milestone("PROGRESS", "x", session_id="s", agent_id="a" * 1025) is None
+    assert not _events(span)
+    assert "session_id is 2049 bytes in UTF-8; the limit is 2048" in caplog.text
+    assert "agent_id is 1025 bytes" in caplog.text

@@ -104,7 +104,7 @@ def test_wrong_types_and_bad_text_still_make_a_valid_row() -> None:
     )
     assert (m.session_id, m.event_id, m.evt_type, m.agent_id) == ("42", "e-1", "PROGRESS", "a,b")
     m.evt_message.encode("utf-8")  # encodable: the surrogate was replaced
-    assert to_item(m)["evt_message"]["S"] == "bad ? surrogate"
+    assert to_item(m)["evt_message"]["S"] == "bad \ufffd surrogate"
 
 
 def test_missing_agent_id_defaults_like_here_i_strand() -> None:

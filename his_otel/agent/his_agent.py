@@ -11,7 +11,7 @@ from strands.types.traces import AttributeValue
 
 from .. import config
 from ..emit import Identity
-from ..schema import SPAN_ATTR_SESSION_ID
+from ..schema import SPAN_ATTR_SESSION_ID, InvalidMilestoneError, check_ids
 from ..tracing import configure, current_handle
 from .hooks import EventLoopTracker, HISHooks
 from .prompt import DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE, build_system_prompt
@@ -54,6 +54,8 @@ class HISAgent(Agent):
             (here-i-strand's behaviour: its reporting prompt, the model reports START, TOOLING,
             ...), or ``"both"``. Else ``HIS_OTEL_REPORTING``.
         configure_tracing: Call :func:`his_otel.configure` when it has not run yet.
+        invocation_flush_millis: How long the end of each invocation waits for its rows to be
+            written (``HIS_OTEL_INVOCATION_FLUSH_MS``, default 2000; 0: do not wait).
         **agent_kwargs: Any other ``strands.Agent`` argument (plugins, session_manager, ...).
     """
 
@@ -84,12 +86,18 @@ class HISAgent(Agent):
         user: Any | None = None,
         reporting: str | None = None,
         configure_tracing: bool = True,
+        invocation_flush_millis: int | None = None,
         **agent_kwargs: Any,
     ) -> None:
         if not isinstance(status_dynamo_table_name, str) or not status_dynamo_table_name.strip():
             raise ValueError("status_dynamo_table_name must be a non-empty string")
         if not isinstance(session_id, str) or not session_id.strip():
             raise ValueError("session_id must be a non-empty string")
+        try:
+            # A session id beyond DynamoDB's key limit could never be written: say so now.
+            check_ids(session_id, "-", agent_id or "default")
+        except InvalidMilestoneError as e:
+            raise ValueError(str(e)) from None
         mode = config.resolve_choice(reporting, config.ENV_REPORTING, "hooks", config.REPORTING_MODES)
         self.his_identity = Identity(
             session_id=session_id, agent_id=agent_id or "default", table=status_dynamo_table_name
@@ -103,7 +111,12 @@ class HISAgent(Agent):
             except Exception:
                 logger.exception("his-otel could not configure tracing; the agent runs without status rows")
 
-        his_hooks = HISHooks(self.his_identity, user=user, lifecycle=mode != "prompt")
+        his_hooks = HISHooks(
+            self.his_identity,
+            user=user,
+            lifecycle=mode != "prompt",
+            invocation_flush_millis=invocation_flush_millis,
+        )
         all_hooks = [*(hooks or []), his_hooks]
 
         if mode != "hooks":

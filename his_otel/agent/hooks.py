@@ -8,6 +8,7 @@ aborts the agent run, and a status row is never worth that.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
@@ -27,6 +28,8 @@ from strands.hooks import (
 )
 from strands.types.exceptions import ModelThrottledException
 
+from .. import config
+from ..capture import routing
 from ..emit import Identity, current_identity, reset_identity, set_identity
 from ..emit import milestone as _milestone
 from ..schema import EventType
@@ -57,10 +60,26 @@ class HISHooks(HookProvider):
             mode, where the model reports those itself.
     """
 
-    def __init__(self, identity: Identity, *, user: Any = None, lifecycle: bool = True) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        user: Any = None,
+        lifecycle: bool = True,
+        invocation_flush_millis: int | None = None,
+    ) -> None:
         self.identity = identity
         self.user = user
         self.lifecycle = lifecycle
+        self.invocation_flush_s = (
+            config.resolve_int(
+                invocation_flush_millis,
+                config.ENV_INVOCATION_FLUSH_MS,
+                config.DEFAULT_INVOCATION_FLUSH_MS,
+                minimum=0,
+            )
+            / 1000
+        )
         self._started: dict[int, float] = {}
         self._tokens: dict[int, tuple[contextvars.Token[Identity | None], Identity | None]] = {}
 
@@ -69,6 +88,8 @@ class HISHooks(HookProvider):
         registry.add_callback(BeforeModelCallEvent, self._before_model_call)
         registry.add_callback(AfterModelCallEvent, self._after_model_call)
         registry.add_callback(BeforeToolCallEvent, self._before_tool_call)
+        # After-events run their callbacks in reverse: registered first, _settle runs last.
+        registry.add_callback(AfterInvocationEvent, self._settle)
         registry.add_callback(AfterInvocationEvent, self._after_invocation)
 
     def emit(self, evt_type: str, message: str, span: trace_api.Span | None = None) -> None:
@@ -184,6 +205,33 @@ class HISHooks(HookProvider):
         saved = self._tokens.pop(key, None)
         if saved is not None:
             self._guard("restore_identity", lambda: reset_identity(*saved))
+
+    async def _settle(self, event: AfterInvocationEvent) -> None:
+        """Hold the invocation's return until its rows are written (bounded, and skipped while
+        DynamoDB is known to be failing).
+
+        A server's graceful drain ends with the process exiting right after the last response
+        (uvicorn re-raises SIGTERM with the default action), and AgentCore or Lambda may freeze the
+        process once the response is out: rows still queued then would be lost. Waiting here costs
+        one write round trip per invocation, not per milestone, and never blocks an event loop.
+        """
+        if self.invocation_flush_s <= 0:
+            return
+        try:
+            span = event.agent.trace_span or trace_api.get_current_span()
+            pipelines = routing.pipelines_for(span)
+            if not pipelines:
+                return
+            timeout = self.invocation_flush_s
+
+            def wait() -> None:
+                deadline = time.monotonic() + timeout
+                for pipeline in pipelines:
+                    pipeline.wait_settled(max(0.0, deadline - time.monotonic()))
+
+            await asyncio.get_running_loop().run_in_executor(None, wait)
+        except Exception:
+            logger.exception("his-otel could not wait for the invocation's rows; the agent goes on")
 
 
 class EventLoopTracker:

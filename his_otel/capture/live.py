@@ -1,57 +1,99 @@
 """``HISSpanProcessor``: milestones reach the table while the invocation still runs.
 
 Two inputs feed one bounded queue:
-- live: :func:`his_otel.milestone` hands each milestone over as it is emitted (``submit``), which
-  works for spans that never end, are sampled out, or drop old events past the SDK's limit;
+- live: :func:`his_otel.milestone` hands each milestone to the pipelines of its span's provider as
+  it is emitted (see ``routing``), which works for spans that never end, are sampled out, or drop
+  old events past the SDK's event limit;
 - end of span: ``on_end`` reads the ``his.milestone`` events of every ended span, which catches
-  events added with ``span.add_event`` directly. An event already taken live is skipped, and a row
-  written twice is still one row (``event_id`` is the sort key).
+  events added with ``span.add_event`` directly. The ids taken live are remembered per span, for as
+  long as the span lives, so no milestone is queued twice.
 
-The agent's thread only appends to the queue. One daemon thread writes, in batches, with retries;
-rows it could not write go back to the head of the queue. The queue is capped by count and bytes;
-what overflows is counted and reported once per outage, never raised.
+The agent's thread only appends to the queue. One daemon thread writes, in batches. Rows whose
+write failed are parked on a backoff that only success resets, and retried until they are older than
+``max_row_age_millis``; then they are rejected with their cause. Every milestone a pipeline takes is
+counted exactly once as written, rejected (with cause) or dropped (with cause), or is still queued.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import config
-from ..emit import add_sink, remove_sink
 from ..schema import ATTR_EVENT_ID, EVENT_NAME, Milestone
-from ..write.exporter import DynamoDBSpanExporter, milestones_of
+from ..write.exporter import (
+    DynamoDBSpanExporter,
+    ExportOutcome,
+    MessageFilter,
+    apply_message_policy,
+    milestones_of,
+)
+from ..write.throttled_log import ThrottledLog
+from . import lifecycle, routing
 
 logger = logging.getLogger(__name__)
 
-# How many recent event ids are remembered to skip the end-of-span copy of a live milestone.
-_SEEN_CAPACITY = 65_536
 # The most milestones one export call takes (a few BatchWriteItem calls of 25).
 _EXPORT_BATCH = 500
+_MIN_RETRY_BACKOFF_S = 0.1
 _MAX_RETRY_BACKOFF_S = 5.0
+
+# Causes of drops, as counted in ``ProcessorStats.dropped_causes``.
+DROP_QUEUE_FULL = "queue_full"
+DROP_AFTER_SHUTDOWN = "after_shutdown"
+DROP_SHUTDOWN_TIMEOUT = "shutdown_timeout"
 
 
 @dataclass(frozen=True)
 class ProcessorStats:
-    """Counters an application can read (and export as metrics)."""
+    """Counters an application can read (and export as metrics).
+
+    ``submitted == written + rejected + dropped + queued`` at every moment.
+    """
 
     queued: int
     queued_bytes: int
     peak_queued: int
     written: int
     rejected: int
+    """Milestones that can never become rows (invalid), or whose writes failed for longer than the
+    row age limit (missing table, access denied, ...); see ``rejected_causes``."""
     dropped: int
-    """Milestones lost: the queue was full, or they arrived after shutdown."""
+    """Milestones lost here: queue full, emitted after shutdown, still pending at the shutdown timeout."""
     retries: int
+    submitted: int = 0
+    """Distinct milestones this pipeline took."""
+    rejected_causes: Mapping[str, int] = field(default_factory=dict)
+    dropped_causes: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Parked:
+    milestone: Milestone
+    first_failure: float
+    cause: str
+
+
+class _Taken(set[str]):
+    """The event ids taken live for one span. A set subclass, so a weak map can hold it."""
+
+
+def _span_key(span: ReadableSpan) -> tuple[int, int] | None:
+    ctx = span.context
+    return (ctx.trace_id, ctx.span_id) if ctx is not None else None
+
+
+def _bump(counts: dict[str, int], cause: str, n: int = 1) -> None:
+    counts[cause] = counts.get(cause, 0) + n
 
 
 class HISSpanProcessor(SpanProcessor):
@@ -64,7 +106,15 @@ class HISSpanProcessor(SpanProcessor):
         schedule_delay_millis: How long the writer waits to fill a batch (``HIS_OTEL_SCHEDULE_DELAY_MS``).
         shutdown_timeout_millis: How long ``shutdown()`` may spend writing what is pending
             (``HIS_OTEL_SHUTDOWN_TIMEOUT_MS``).
+        max_row_age_millis: How long a row whose write fails is retried, counted from its first
+            failure, before it is rejected (``HIS_OTEL_MAX_ROW_AGE_MS``).
+        message_mode: ``"full"`` or ``"drop"`` (``HIS_OTEL_MESSAGE_MODE``); applied when a milestone is
+            emitted, so the span event and the row carry the same text.
+        message_filter: Rewrites each message (redaction) when it is emitted; a filter that raises
+            drops the text.
         live: Take milestones as they are emitted. When False, only ended spans are read.
+        tracer_provider: The provider whose unclaimed spans (sampled out, started before this
+            processor) send their milestones here. ``configure()`` sets it.
     """
 
     def __init__(
@@ -75,55 +125,44 @@ class HISSpanProcessor(SpanProcessor):
         max_queue_bytes: int | None = None,
         schedule_delay_millis: int | None = None,
         shutdown_timeout_millis: int | None = None,
+        max_row_age_millis: int | None = None,
+        message_mode: str | None = None,
+        message_filter: MessageFilter | None = None,
         live: bool = True,
+        tracer_provider: trace_api.TracerProvider | None = None,
     ) -> None:
         self.exporter = exporter
+        self.provider: trace_api.TracerProvider | None = tracer_provider
         self._max_size = config.resolve_int(
             max_queue_size, config.ENV_MAX_QUEUE_SIZE, config.DEFAULT_MAX_QUEUE_SIZE
         )
         self._max_bytes = config.resolve_int(
             max_queue_bytes, config.ENV_MAX_QUEUE_BYTES, config.DEFAULT_MAX_QUEUE_BYTES
         )
-        self._delay_s = (
-            config.resolve_int(
-                schedule_delay_millis,
-                config.ENV_SCHEDULE_DELAY_MS,
-                config.DEFAULT_SCHEDULE_DELAY_MS,
-                minimum=0,
-            )
-            / 1000
+        self._delay_s = self._seconds(
+            schedule_delay_millis, config.ENV_SCHEDULE_DELAY_MS, config.DEFAULT_SCHEDULE_DELAY_MS
         )
-        self._shutdown_timeout_s = (
-            config.resolve_int(
-                shutdown_timeout_millis,
-                config.ENV_SHUTDOWN_TIMEOUT_MS,
-                config.DEFAULT_SHUTDOWN_TIMEOUT_MS,
-                minimum=0,
-            )
-            / 1000
+        self._shutdown_timeout_s = self._seconds(
+            shutdown_timeout_millis, config.ENV_SHUTDOWN_TIMEOUT_MS, config.DEFAULT_SHUTDOWN_TIMEOUT_MS
         )
+        self._max_age_s = self._seconds(
+            max_row_age_millis, config.ENV_MAX_ROW_AGE_MS, config.DEFAULT_MAX_ROW_AGE_MS
+        )
+        self._message_mode = config.resolve_choice(
+            message_mode, config.ENV_MESSAGE_MODE, "full", config.MESSAGE_MODES
+        )
+        self._message_filter = message_filter
         self._live = live
-        self._init_state()
         self._is_shutdown = False
+        self._init_state()
         self._start_worker()
         if live:
-            add_sink(self.submit)
-        # Rows pending at interpreter exit are written within the shutdown timeout.
-        ref = weakref.ref(self)
+            routing.register(self)
+        lifecycle.watch(self)
 
-        def at_exit() -> None:
-            processor = ref()
-            if processor is not None:
-                processor.shutdown()
-
-        def after_fork() -> None:
-            processor = ref()
-            if processor is not None:
-                processor._after_fork()
-
-        atexit.register(at_exit)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=after_fork)
+    @staticmethod
+    def _seconds(arg: int | None, env: str, default: int) -> float:
+        return config.resolve_int(arg, env, default, minimum=0) / 1000
 
     def _init_state(self) -> None:
         # Re-entrant: a SIGTERM handler may flush while the main thread is inside submit().
@@ -131,45 +170,95 @@ class HISSpanProcessor(SpanProcessor):
         self._queue: deque[Milestone] = deque()
         # Milestones whose write failed wait here, on their own backoff, so fresh ones never queue
         # behind a table that is throttled, forbidden or unreachable.
-        self._parked: deque[Milestone] = deque()
+        self._parked: deque[_Parked] = deque()
         self._parked_until = 0.0
         self._backoff = 0.0
         self._queued_bytes = 0
         self._peak = 0
         self._inflight = 0
-        self._flush_requests = 0
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._dropped = 0
+        # Fresh milestones queued, and settled (tried once), since start: what a flush waits on.
+        self._enqueued = 0
+        self._settled = 0
+        self._waiters = 0
+        # The event ids taken live, per span still alive; on_end skips them. on_end gets a copy of
+        # the span, so the same set is also found by the span's ids; both maps let go of it when
+        # the span object is gone (a span that never ends costs nothing afterwards).
+        self._spans_lock = threading.Lock()
+        self._spans: weakref.WeakKeyDictionary[trace_api.Span, _Taken] = weakref.WeakKeyDictionary()
+        self._by_ids: weakref.WeakValueDictionary[tuple[int, int], _Taken] = weakref.WeakValueDictionary()
+        self._submitted = 0
+        self._written = 0
+        self._rejected: dict[str, int] = {}
+        self._dropped: dict[str, int] = {}
         self._retries = 0
         self._overflowing = False
+        self._failing: set[str] = set()
         self._stop = False
+        self._log = ThrottledLog(logger)
+        self._worker: threading.Thread | None = None
 
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._run, name="his-otel-writer", daemon=True)
         self._worker.start()
 
-    def _after_fork(self) -> None:
-        # The child has the parent's queue but no writer thread; rows written twice are one row.
-        self._cond = threading.Condition(threading.RLock())
-        if not self._is_shutdown:
-            self._start_worker()
+    def after_fork_in_child(self) -> None:
+        """A forked child starts clean: nothing of the parent's queue, counters, locks or client.
 
-    # -- inputs (the application's threads) --------------------------------------------------
+        The parent's pending rows are the parent's to write; writing them here too would send every
+        one twice. The writer thread starts on the child's first milestone.
+        """
+        self._init_state()
+        self.exporter.after_fork()
 
-    def submit(self, m: Milestone) -> bool:
-        """Queue one milestone. Never blocks on I/O, never raises. False if it was dropped."""
+    # -- emission (the application's threads) ---------------------------------------------------
+
+    def owns(self, span: trace_api.Span) -> bool:
+        """Whether ``span`` was started by this processor's provider (and is still alive)."""
         try:
+            return span in self._spans
+        except TypeError:
+            return False
+
+    def prepare(self, m: Milestone) -> Milestone:
+        """``m`` with the text this pipeline lets leave the process (mode and filter applied)."""
+        return apply_message_policy(m, self._message_mode, self._message_filter, self._log)
+
+    def _claim(self, span: trace_api.Span | None, event_id: str) -> bool:
+        """Note ``event_id`` as taken for ``span``; False if it already was."""
+        if span is None or not isinstance(span, ReadableSpan) or not span.is_recording():
+            return True
+        with self._spans_lock:
+            ids = self._spans.get(span)
+            if ids is None:
+                ids = self._track(span)
+            if event_id in ids:
+                return False
+            ids.add(event_id)
+            return True
+
+    def submit(self, m: Milestone, span: trace_api.Span | None = None) -> bool:
+        """Queue one milestone (already prepared). Never blocks on I/O, never raises.
+
+        Returns:
+            False if it was dropped (and counted as dropped).
+        """
+        try:
+            if not self._claim(span, m.event_id):
+                return True
             size = m.approx_bytes()
             with self._cond:
+                self._submitted += 1
                 if self._is_shutdown:
-                    self._dropped += 1
+                    _bump(self._dropped, DROP_AFTER_SHUTDOWN)
+                    self._log.warning(
+                        DROP_AFTER_SHUTDOWN,
+                        "evt_type=<%s> | milestone emitted after his-otel shut down, dropped",
+                        m.evt_type,
+                    )
                     return False
-                if m.event_id in self._seen:
-                    return True
-                # The batch being written still holds memory: it counts against the caps.
                 held = len(self._queue) + len(self._parked) + self._inflight
                 if held >= self._max_size or self._queued_bytes + size > self._max_bytes:
-                    self._dropped += 1
+                    _bump(self._dropped, DROP_QUEUE_FULL)
                     if not self._overflowing:
                         self._overflowing = True
                         logger.error(
@@ -179,148 +268,229 @@ class HISSpanProcessor(SpanProcessor):
                             self._max_bytes,
                         )
                     return False
-                self._remember(m.event_id)
                 self._queue.append(m)
+                self._enqueued += 1
                 self._queued_bytes += size
-                if held + 1 > self._peak:
-                    self._peak = held + 1
+                self._peak = max(self._peak, held + 1)
+                if self._worker is None:
+                    self._start_worker()  # the first milestone of a forked child
                 if len(self._queue) == 1 or len(self._queue) >= _EXPORT_BATCH:
-                    self._cond.notify()
+                    self._cond.notify_all()
             return True
         except Exception:
             logger.exception("milestone could not be queued")
             return False
 
-    def _remember(self, event_id: str) -> None:
-        self._seen[event_id] = None
-        if len(self._seen) > _SEEN_CAPACITY:
-            self._seen.popitem(last=False)
+    def _track(self, span: trace_api.Span) -> _Taken:
+        ids = _Taken()
+        self._spans[span] = ids
+        key = _span_key(span) if isinstance(span, ReadableSpan) else None
+        if key is not None:
+            self._by_ids[key] = ids
+        return ids
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
+        try:
+            with self._spans_lock:
+                self._track(span)
+        except Exception:
+            logger.exception("span=<%s> | could not track span", span.name)
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            # Most milestones were taken live: skip those before paying to parse them again.
+            key = _span_key(span)
+            with self._spans_lock:
+                taken = self._by_ids.pop(key, None) if key is not None else None
             fresh = [
                 e
                 for e in span.events
-                if e.name == EVENT_NAME and (e.attributes or {}).get(ATTR_EVENT_ID) not in self._seen
+                if e.name == EVENT_NAME and (e.attributes or {}).get(ATTR_EVENT_ID) not in (taken or ())
             ]
             if not fresh:
                 return
             found, _ = milestones_of(span, fresh)
             for m in found:
-                self.submit(m)
+                # Events added with span.add_event directly: the row gets this pipeline's policy.
+                self.submit(self.prepare(m))
         except Exception:
             logger.exception("span=<%s> | milestones of ended span not captured", span.name)
 
     # -- the writer thread ---------------------------------------------------------------------
 
-    def _parked_due(self) -> bool:
-        return bool(self._parked) and (self._stop or time.monotonic() >= self._parked_until)
+    def _parked_due(self, now: float) -> bool:
+        return bool(self._parked) and now >= self._parked_until
 
-    def _take_batch(self) -> tuple[list[Milestone], int] | None:
-        """Wait for work: (batch, how many of it were parked), or None once stopped and drained."""
+    def _take_batch(self) -> tuple[list[Milestone], dict[str, _Parked], int] | None:
+        """Wait for work: (batch, the parked entries in it, how many are fresh), or None once stopped."""
         with self._cond:
-            while not (self._queue or self._parked_due()):
-                if self._stop and not self._queue and not self._parked:
-                    return None
+            while not self._stop and not (self._queue or self._parked_due(time.monotonic())):
                 timeout = max(0.0, self._parked_until - time.monotonic()) if self._parked else None
                 self._cond.wait(timeout)
+            if self._stop:
+                return None
             # Give a burst a moment to fill a batch, unless someone is waiting on a flush.
-            if (
-                self._delay_s
-                and len(self._queue) < _EXPORT_BATCH
-                and not self._flush_requests
-                and not self._stop
-                and not self._parked_due()
-            ):
+            if self._delay_s and len(self._queue) < _EXPORT_BATCH and not self._waiters:
                 self._cond.wait(self._delay_s)
+                if self._stop:
+                    return None
             batch: list[Milestone] = []
-            if self._parked_due():
+            parked: dict[str, _Parked] = {}
+            if self._parked_due(time.monotonic()):
                 while self._parked and len(batch) < _EXPORT_BATCH:
-                    batch.append(self._parked.popleft())
-            from_parked = len(batch)
+                    entry = self._parked.popleft()
+                    parked[entry.milestone.event_id] = entry
+                    batch.append(entry.milestone)
+            fresh = 0
             while self._queue and len(batch) < _EXPORT_BATCH:
                 batch.append(self._queue.popleft())
+                fresh += 1
             self._inflight = len(batch)
-            return batch, from_parked
+            return batch, parked, fresh
 
     def _run(self) -> None:
         while True:
             taken = self._take_batch()
             if taken is None:
                 return
-            batch, from_parked = taken
+            batch, parked, fresh = taken
             try:
-                unwritten = self.exporter.export_milestones(batch).unwritten
-            except Exception:
+                outcome = self.exporter.export_milestones(batch)
+            except Exception as e:
                 logger.exception("his-otel writer failed; will retry")
-                unwritten = batch
-            with self._cond:
-                self._inflight = 0
-                self._queued_bytes -= sum(m.approx_bytes() for m in batch)
-                if unwritten and self._stop:
-                    self._dropped += len(unwritten)
-                elif unwritten:
-                    # Nothing taken off the queue is lost: it waits its turn to be tried again.
-                    self._retries += 1
-                    self._parked.extend(unwritten)
-                    self._queued_bytes += sum(m.approx_bytes() for m in unwritten)
-                    self._backoff = min(_MAX_RETRY_BACKOFF_S, max(0.1, self._backoff * 2))
-                    self._parked_until = time.monotonic() + self._backoff
-                elif from_parked:
-                    self._backoff = 0.0
-                if not self._queue and not self._parked:
-                    self._overflowing = False
-                self._cond.notify_all()
+                outcome = ExportOutcome(unwritten=list(batch), cause=type(e).__name__)
+            self._settle(batch, parked, fresh, outcome)
+
+    def _settle(
+        self, batch: list[Milestone], parked: dict[str, _Parked], fresh: int, outcome: ExportOutcome
+    ) -> None:
+        now = time.monotonic()
+        with self._cond:
+            self._inflight = 0
+            self._settled += fresh
+            self._queued_bytes -= sum(m.approx_bytes() for m in batch)
+            self._written += outcome.written
+            for cause, count in outcome.rejected_causes.items():
+                _bump(self._rejected, cause, count)
+            expired: dict[str, int] = {}
+            for m in outcome.unwritten:
+                before = parked.get(m.event_id)
+                first = before.first_failure if before is not None else now
+                if self._stop:
+                    _bump(self._dropped, DROP_SHUTDOWN_TIMEOUT)
+                elif now - first >= self._max_age_s:
+                    _bump(self._rejected, outcome.cause)
+                    _bump(expired, outcome.cause)
+                else:
+                    self._parked.append(_Parked(m, first, outcome.cause))
+                    self._queued_bytes += m.approx_bytes()
+            if outcome.unwritten and not self._stop:
+                self._retries += 1
+                # Only success resets the backoff: flushes and fresh rows never shorten it.
+                self._backoff = min(_MAX_RETRY_BACKOFF_S, max(_MIN_RETRY_BACKOFF_S, self._backoff * 2))
+                if self._parked_until <= now:
+                    # Fresh rows failing meanwhile must not keep postponing the parked ones' retry.
+                    self._parked_until = now + self._backoff
+                if outcome.cause not in self._failing:
+                    self._failing.add(outcome.cause)
+                    logger.error(
+                        "cause=<%s>, pending=<%d>, max_row_age_s=<%g> | status rows not written; retrying"
+                        " with backoff until they are older than the row age limit",
+                        outcome.cause,
+                        len(self._parked),
+                        self._max_age_s,
+                    )
+            elif not outcome.unwritten and (parked or not self._parked):
+                if self._failing:
+                    logger.warning("causes=<%s> | status rows are being written again", sorted(self._failing))
+                self._failing.clear()
+                self._backoff = 0.0
+            for cause, count in expired.items():
+                logger.error(
+                    "cause=<%s>, rejected=<%d>, max_row_age_s=<%g> | status rows rejected: writes failed"
+                    " for longer than the row age limit",
+                    cause,
+                    count,
+                    self._max_age_s,
+                )
+            if not self._queue and not self._parked:
+                self._overflowing = False
+            self._cond.notify_all()
 
     # -- flush and shutdown ----------------------------------------------------------------------
 
+    def _wait(self, done: object, deadline: float) -> bool:
+        """Wait (holding ``_cond``) until ``done()`` is true; False at the deadline."""
+        assert callable(done)
+        self._waiters += 1
+        self._cond.notify_all()
+        try:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+        finally:
+            self._waiters -= 1
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write everything queued so far; False if that did not finish within the timeout."""
+        """Write everything queued so far; False if something is still unwritten at the timeout.
+
+        Parked rows are retried at their scheduled time, never earlier: a flush after every request
+        does not defeat the backoff. If that time falls after the timeout, this returns False as
+        soon as the fresh rows are written.
+        """
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
         with self._cond:
-            if not self._worker.is_alive():
+            if self._worker is None:
                 return not (self._queue or self._parked)
-            self._flush_requests += 1
-            self._parked_until = 0.0  # a flush tries parked milestones again now, once
-            self._cond.notify_all()
-            try:
-                while self._queue or self._parked or self._inflight:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
-                return True
-            finally:
-                self._flush_requests -= 1
+            target = self._enqueued
+
+            def done() -> bool:
+                if self._settled < target or self._inflight:
+                    return False
+                return not self._parked or self._parked_until > deadline
+
+            return self._wait(done, deadline) and not self._parked
+
+    def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until every milestone queued so far was tried once, unless DynamoDB is known to be
+        failing (rows are parked): an invocation's end never waits out an outage."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            if self._parked or self._is_shutdown or self._worker is None:
+                return not (self._queue or self._parked)
+            target = self._enqueued
+            return self._wait(lambda: self._settled >= target and not self._inflight, deadline)
 
     def shutdown(self) -> None:
-        """Write what is pending within the shutdown timeout, then stop. Idempotent."""
+        """Write what is pending within the shutdown timeout, then stop. Idempotent.
+
+        Milestones emitted afterwards are counted as dropped.
+        """
         with self._cond:
             if self._is_shutdown:
                 return
-        if self._live:
-            remove_sink(self.submit)
-        flushed = self.force_flush(int(self._shutdown_timeout_s * 1000))
-        with self._cond:
             self._is_shutdown = True
+            # The last chance for parked rows: try them now rather than at their next backoff.
+            self._parked_until = 0.0
+            deadline = time.monotonic() + self._shutdown_timeout_s
+            flushed = self._worker is None or self._wait(
+                lambda: not (self._queue or self._parked or self._inflight), deadline
+            )
             self._stop = True
             self._cond.notify_all()
-        # Cut short any retry wait of a write still in flight.
-        self.exporter.shutdown()
-        self._worker.join(timeout=max(0.1, self._shutdown_timeout_s / 5))
-        with self._cond:
             lost = len(self._queue) + len(self._parked)
-            self._dropped += lost
+            if lost:
+                _bump(self._dropped, DROP_SHUTDOWN_TIMEOUT, lost)
             self._queue.clear()
             self._parked.clear()
             in_flight = self._inflight
+        # Cut short any retry wait of a write still in flight; it counts its rows when it returns.
+        self.exporter.shutdown()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=max(0.1, self._shutdown_timeout_s / 5))
         if not flushed or lost or in_flight:
-            # In-flight milestones are in a write DynamoDB has not answered: the writer counts them
-            # as written or dropped when it does.
             logger.error(
                 "dropped=<%d>, in_flight=<%d> | his-otel shut down before DynamoDB took every milestone",
                 lost,
@@ -333,8 +503,11 @@ class HISSpanProcessor(SpanProcessor):
                 queued=len(self._queue) + len(self._parked) + self._inflight,
                 queued_bytes=self._queued_bytes,
                 peak_queued=self._peak,
-                written=self.exporter.rows_written,
-                rejected=self.exporter.rows_rejected,
-                dropped=self._dropped,
+                written=self._written,
+                rejected=sum(self._rejected.values()),
+                dropped=sum(self._dropped.values()),
                 retries=self._retries,
+                submitted=self._submitted,
+                rejected_causes=dict(self._rejected),
+                dropped_causes=dict(self._dropped),
             )

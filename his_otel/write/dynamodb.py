@@ -3,6 +3,8 @@
 - at most 25 puts per call, never two with the same key in one call;
 - ``UnprocessedItems``, throttling and transient errors retried with full-jitter exponential backoff
   under one deadline, waiting on an event so shutdown cuts the wait short;
+- faults a person must fix (missing table, access denied, credentials) are handed back at once, with
+  their cause, for the caller to retry later: retrying them within one call cannot help;
 - nothing taken off the input is lost: what is still unwritten at the deadline is returned;
 - one invalid item is isolated (its batch is split) instead of failing its neighbours;
 - thread-safe (boto3 clients are), and its own calls are never traced.
@@ -14,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..schema import KEY_EVENT_ID, KEY_SESSION_ID, Item
+from .client import drop_inherited_connections
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -43,10 +47,18 @@ TRANSIENT_CODES = frozenset(
 THROTTLE_CODES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
-# A table that does not exist will not appear by retrying; its rows are rejected, loudly.
-MISSING_TABLE_CODE = "ResourceNotFoundException"
-# Anything else (credentials, permissions) is handed back at once: fixable without a restart, but
-# not by spinning until the deadline.
+# What a person has to fix (and what to tell them), by cause. Rows that fail this way are handed back
+# at once; the caller retries them later, with backoff, until they are too old.
+ADVICE = {
+    "ResourceNotFoundException": "create the table (`his-otel create-table NAME`) or fix its name/region",
+    "AccessDeniedException": "grant dynamodb:BatchWriteItem on the table to these credentials",
+    "UnrecognizedClientException": "the credentials are not valid for this endpoint/region",
+    "ExpiredTokenException": "refresh the expired credentials",
+    "InvalidSignatureException": "check the secret key and the region",
+    "NoCredentialsError": "configure AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, a role)",
+    "PartialCredentialsError": "complete the AWS credentials",
+    "NoRegionError": "set AWS_REGION or AWS_DEFAULT_REGION",
+}
 
 Row = tuple[str, Item]
 """A table name and the item to put there."""
@@ -57,10 +69,17 @@ class WriteResult:
     written: int = 0
     rejected: int = 0
     """Items DynamoDB refused as invalid; retrying them could never succeed."""
+    rejected_causes: dict[str, int] = field(default_factory=dict)
     unwritten: list[Row] = field(default_factory=list)
-    """Items still owed at the deadline (DynamoDB down, throttling); the caller keeps them."""
+    """Items still owed (DynamoDB down, throttling, a fault a person must fix); the caller keeps them."""
+    cause: str = ""
+    """Why the last unwritten items were not written (an error code or exception name)."""
     throttled: int = 0
     calls: int = 0
+
+    def reject(self, cause: str, count: int = 1) -> None:
+        self.rejected += count
+        self.rejected_causes[cause] = self.rejected_causes.get(cause, 0) + count
 
 
 def _key(row: Row) -> tuple[str, str, str]:
@@ -76,8 +95,20 @@ def dedupe(rows: Sequence[Row]) -> list[Row]:
     return list(latest.values())
 
 
+@dataclass
+class _Outcome:
+    written: int = 0
+    retry: list[Row] = field(default_factory=list)
+    """Transient: try these again within the deadline, after a backoff."""
+    split: bool = False
+    """One invalid item failed the whole call."""
+    give_back: bool = False
+    """Nothing will change within this call (missing table, credentials, permissions)."""
+    error: str = ""
+
+
 class DynamoDBWriter:
-    """Writes rows with BatchWriteItem. Stateless between calls except for counters."""
+    """Writes rows with BatchWriteItem. Stateless between calls except for the client."""
 
     def __init__(
         self,
@@ -102,6 +133,14 @@ class DynamoDBWriter:
                     self._client = self._client_factory()
         return self._client
 
+    def after_fork(self, *, owned_client: bool) -> None:
+        """In a forked child: never reuse the parent's sockets, locks or log state."""
+        client, self._client = self._client, None
+        self._client_lock = threading.Lock()
+        self._log = ThrottledLog(logger)
+        if client is not None and not owned_client:
+            drop_inherited_connections(client)
+
     def write(self, rows: Sequence[Row], deadline: float) -> WriteResult:
         """Write ``rows`` before ``deadline`` (a ``time.monotonic()`` value). Never raises."""
         result = WriteResult()
@@ -110,54 +149,48 @@ class DynamoDBWriter:
             by_table.setdefault(r[0], []).append(r)
         # One table per call: a missing or forbidden table fails a whole call, never its neighbours.
         for table_rows in by_table.values():
-            result.unwritten.extend(self._write_table(table_rows, deadline, result))
+            unwritten, cause = self._write_table(table_rows, deadline, result)
+            if unwritten:
+                result.unwritten.extend(unwritten)
+                result.cause = cause
         return result
 
-    def _write_table(self, pending: list[Row], deadline: float, result: WriteResult) -> list[Row]:
+    def _write_table(self, rows: list[Row], deadline: float, result: WriteResult) -> tuple[list[Row], str]:
+        pending: deque[Row] = deque(rows)
+        # Rows of a call that one invalid item failed go one per call, to find it. They share the
+        # main loop, so throttling and a missing table are handled for them exactly as for batches.
+        singles: deque[Row] = deque()
         attempt = 0
-        while pending:
-            chunk, pending = pending[:MAX_BATCH_ITEMS], pending[MAX_BATCH_ITEMS:]
+        cause = ""
+        while pending or singles:
+            if time.monotonic() >= deadline or self.stop_event.is_set():
+                break
+            source = singles if singles else pending
+            size = 1 if source is singles else MAX_BATCH_ITEMS
+            chunk = [source.popleft() for _ in range(min(size, len(source)))]
             outcome = self._call(chunk, result)
-            if outcome.missing_table:
-                self._reject_missing(chunk + pending, outcome.error, result)
-                return []
-            if outcome.give_back:
-                return chunk + pending
-            if outcome.retry:
-                pending = outcome.retry + pending
             if outcome.split:
-                # One invalid item fails the whole call: write the rest one by one to find it.
-                singles = [outcome] if len(chunk) == 1 else [(self._call([row], result)) for row in chunk]
-                for row, single in zip(chunk, singles, strict=True):
-                    pending = single.retry + ([row] if single.give_back else []) + pending
-                    if single.split:
-                        self._reject(row, single.error, result)
+                if len(chunk) == 1:
+                    self._reject(chunk[0], outcome.error, result)
+                else:
+                    singles.extend(chunk)
+                continue
+            if outcome.give_back:
+                return [*chunk, *singles, *pending], outcome.error
             if outcome.retry:
+                cause = outcome.error
+                source.extendleft(reversed(outcome.retry))
                 attempt += 1
                 delay = random.uniform(0, min(self._max_backoff, self._base_backoff * (2**attempt)))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.stop_event.wait(min(delay, remaining)):
                     break
-            elif outcome.written:
+            else:
                 attempt = 0
-            if time.monotonic() >= deadline:
-                break
-        return pending
-
-    def _reject_missing(self, rows: list[Row], error: str, result: WriteResult) -> None:
-        result.rejected += len(rows)
-        self._log.error(
-            f"missing:{rows[0][0]}",
-            "table=<%s>, rows=<%d>, error=<%s> | table not found, rows rejected; create it with"
-            " `his-otel create-table %s` or fix the table name",
-            rows[0][0],
-            len(rows),
-            error,
-            rows[0][0],
-        )
+        return [*singles, *pending], cause
 
     def _reject(self, row: Row, error: str, result: WriteResult) -> None:
-        result.rejected += 1
+        result.reject("ValidationException")
         _, session_id, event_id = _key(row)
         self._log.warning(
             "validation",
@@ -168,15 +201,6 @@ class DynamoDBWriter:
             error,
         )
 
-    @dataclass
-    class _Outcome:
-        written: int = 0
-        retry: list[Row] = field(default_factory=list)
-        split: list[Row] = field(default_factory=list)
-        missing_table: bool = False
-        give_back: bool = False
-        error: str = ""
-
     def _call(self, chunk: list[Row], result: WriteResult) -> _Outcome:
         request: dict[str, list[dict[str, Any]]] = {}
         for table, item in chunk:
@@ -186,29 +210,35 @@ class DynamoDBWriter:
             with suppress_instrumentation():
                 response = self.client().batch_write_item(RequestItems=request)
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
+            code = str(e.response.get("Error", {}).get("Code", "")) or "ClientError"
             if code == "ValidationException":
-                return self._Outcome(split=chunk, error=str(e))
-            if code == MISSING_TABLE_CODE:
-                return self._Outcome(missing_table=True, error=str(e))
+                return _Outcome(split=True, error=code)
             if code in TRANSIENT_CODES:
                 if code in THROTTLE_CODES:
                     result.throttled += 1
                 self._log.warning(code, "code=<%s>, error=<%s> | DynamoDB write failed, will retry", code, e)
-                return self._Outcome(retry=chunk, error=str(e))
+                return _Outcome(retry=chunk, error=code)
             self._log.error(
-                code or "client-error", "code=<%s>, error=<%s> | DynamoDB refused the write", code, e
+                code,
+                "table=<%s>, code=<%s>, error=<%s> | DynamoDB refused the write: %s; rows are kept and"
+                " retried with backoff",
+                chunk[0][0],
+                code,
+                e,
+                ADVICE.get(code, "check the table, region and credentials"),
             )
-            return self._Outcome(give_back=True, error=str(e))
+            return _Outcome(give_back=True, error=code)
         except BotoCoreError as e:
-            if type(e).__name__ in ("NoCredentialsError", "NoRegionError", "PartialCredentialsError"):
-                self._log.error(type(e).__name__, "error=<%s> | cannot sign DynamoDB requests", e)
-                return self._Outcome(give_back=True, error=str(e))
-            self._log.warning(type(e).__name__, "error=<%s> | DynamoDB unreachable, will retry", e)
-            return self._Outcome(retry=chunk, error=str(e))
+            name = type(e).__name__
+            if name in ADVICE:
+                self._log.error(name, "error=<%s> | cannot sign DynamoDB requests: %s", e, ADVICE[name])
+                return _Outcome(give_back=True, error=name)
+            self._log.warning(name, "error=<%s> | DynamoDB unreachable, will retry", e)
+            return _Outcome(retry=chunk, error=name)
         except Exception as e:  # a broken client factory or an unexpected botocore failure
-            self._log.error(type(e).__name__, "error=<%r> | DynamoDB write failed", e)
-            return self._Outcome(give_back=True, error=repr(e))
+            name = type(e).__name__
+            self._log.error(name, "error=<%r> | DynamoDB write failed", e)
+            return _Outcome(give_back=True, error=name)
         unprocessed = response.get("UnprocessedItems") or {}
         retry: list[Row] = [
             (table, req["PutRequest"]["Item"]) for table, reqs in unprocessed.items() for req in reqs
@@ -217,4 +247,4 @@ class DynamoDBWriter:
             result.throttled += 1
         written = len(chunk) - len(retry)
         result.written += written
-        return self._Outcome(written=written, retry=retry)
+        return _Outcome(written=written, retry=retry, error="UnprocessedItems" if retry else "")

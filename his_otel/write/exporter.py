@@ -16,18 +16,39 @@ from .. import config
 from ..schema import (
     DEFAULT_MAX_MESSAGE_BYTES,
     EVENT_NAME,
+    MAX_MESSAGE_BYTES_LIMIT,
     InvalidMilestoneError,
     Milestone,
+    clean_text,
     milestone_from_event,
     to_item,
 )
+from .client import ClientSource
 from .dynamodb import DynamoDBWriter, Row, WriteResult
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
 MessageFilter = Callable[[Milestone], str]
-"""Returns the text to store as ``evt_message`` (for redaction); runs before the row leaves the process."""
+"""Returns the text to keep as ``evt_message`` (for redaction). In process it runs when the milestone
+is emitted, so the span event carries the filtered text too; a filter that raises drops the text."""
+
+
+def apply_message_policy(
+    m: Milestone, mode: str, message_filter: MessageFilter | None, log: ThrottledLog
+) -> Milestone:
+    """``m`` with the text the mode and filter allow (and lone surrogates replaced)."""
+    message = m.evt_message
+    if mode == "drop":
+        message = ""
+    elif message_filter is not None:
+        try:
+            message = clean_text(str(message_filter(m)))
+        except Exception:
+            # Keeping unfiltered text could leak what the filter exists to hide.
+            log.error("filter", "evt_type=<%s> | message_filter raised, message dropped", m.evt_type)
+            message = ""
+    return m if message is m.evt_message else replace(m, evt_message=message)
 
 
 @dataclass
@@ -36,8 +57,15 @@ class ExportOutcome:
 
     written: int = 0
     rejected: int = 0
+    rejected_causes: dict[str, int] = field(default_factory=dict)
     unwritten: list[Milestone] = field(default_factory=list)
+    cause: str = ""
+    """Why ``unwritten`` were not written (an error code or exception name)."""
     throttled: int = 0
+
+    def reject(self, cause: str, count: int = 1) -> None:
+        self.rejected += count
+        self.rejected_causes[cause] = self.rejected_causes.get(cause, 0) + count
 
 
 def milestones_of(span: ReadableSpan, events: Sequence[Event] | None = None) -> tuple[list[Milestone], int]:
@@ -65,40 +93,6 @@ def milestones_of(span: ReadableSpan, events: Sequence[Event] | None = None) -> 
     return found, bad
 
 
-def default_client_factory(
-    *,
-    client: Any = None,
-    session: Any = None,
-    region_name: str | None = None,
-    endpoint_url: str | None = None,
-) -> Callable[[], Any]:
-    """A factory for the DynamoDB client: the caller's client wins, then a session, then boto3's defaults.
-
-    boto3 reads ``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_REGION``/``AWS_DEFAULT_REGION`` and credentials
-    from the environment itself. Short timeouts keep a hung endpoint from holding a deadline hostage.
-    """
-    if client is not None:
-        return lambda: client
-
-    def make() -> Any:
-        import boto3
-        from botocore.config import Config
-
-        sess = session or boto3.session.Session()
-        cfg = Config(
-            # Items are built by schema.to_item, never by hand; DynamoDB still validates them. The
-            # client-side check was about a fifth of each call's CPU, on a thread sharing the GIL.
-            parameter_validation=False,
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"mode": "standard", "max_attempts": 2},
-            max_pool_connections=16,
-        )
-        return sess.client("dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=cfg)
-
-    return make
-
-
 class DynamoDBSpanExporter(SpanExporter):
     """Writes the ``his.milestone`` events of exported spans to DynamoDB; ignores everything else.
 
@@ -113,8 +107,10 @@ class DynamoDBSpanExporter(SpanExporter):
             can never choose the table.
         export_timeout_millis: Deadline for one ``export`` call, retries included.
         max_message_bytes: Longer messages are stored truncated and flagged.
-        message_mode: ``"full"`` keeps message text; ``"drop"`` stores rows without it.
-        message_filter: Called per milestone to rewrite its text (redaction) before it is written.
+        message_mode: ``"full"`` keeps message text; ``"drop"`` stores rows without it. For rows this
+            exporter maps from spans (the bridge); in process, ``configure()`` applies it at emission.
+        message_filter: Called per milestone to rewrite its text (redaction) before it is written;
+            the same split as ``message_mode``.
     """
 
     def __init__(
@@ -140,17 +136,20 @@ class DynamoDBSpanExporter(SpanExporter):
             / 1000
         )
         self._max_message_bytes = config.resolve_int(
-            max_message_bytes, config.ENV_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, minimum=64
+            max_message_bytes,
+            config.ENV_MAX_MESSAGE_BYTES,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            minimum=64,
+            maximum=MAX_MESSAGE_BYTES_LIMIT,
         )
         self._message_mode = config.resolve_choice(
             message_mode, config.ENV_MESSAGE_MODE, "full", config.MESSAGE_MODES
         )
         self._message_filter = message_filter
-        self._writer = DynamoDBWriter(
-            default_client_factory(
-                client=client, session=session, region_name=region_name, endpoint_url=endpoint_url
-            )
+        self._source = ClientSource(
+            client=client, session=session, region_name=region_name, endpoint_url=endpoint_url
         )
+        self._writer = DynamoDBWriter(self._source.factory())
         self._shutdown = threading.Event()
         self._log = ThrottledLog(logger)
         self._counts_lock = threading.Lock()
@@ -162,6 +161,14 @@ class DynamoDBSpanExporter(SpanExporter):
         """The boto3 DynamoDB client (built on first use)."""
         return self._writer.client()
 
+    def after_fork(self) -> None:
+        """In a forked child: a client of its own, zeroed counters (see ``HISSpanProcessor``)."""
+        self._writer.after_fork(owned_client=self._source.owned)
+        self._counts_lock = threading.Lock()
+        self._log = ThrottledLog(logger)
+        self.rows_written = 0
+        self.rows_rejected = 0
+
     def _row(self, m: Milestone) -> Row | None:
         table = (m.table if self.honor_event_table else "") or self.table_name
         if not table:
@@ -172,20 +179,7 @@ class DynamoDBSpanExporter(SpanExporter):
                 m.evt_type,
             )
             return None
-        message = m.evt_message
-        if self._message_mode == "drop":
-            message = ""
-        elif self._message_filter is not None:
-            try:
-                message = str(self._message_filter(m))
-            except Exception:
-                # Storing unfiltered text could leak what the filter exists to hide.
-                self._log.error(
-                    "filter", "evt_type=<%s> | message_filter raised, message dropped", m.evt_type
-                )
-                message = ""
-        if message is not m.evt_message:
-            m = replace(m, evt_message=message)
+        m = apply_message_policy(m, self._message_mode, self._message_filter, self._log)
         return table, to_item(m, max_message_bytes=self._max_message_bytes)
 
     def export_milestones(
@@ -203,18 +197,21 @@ class DynamoDBSpanExporter(SpanExporter):
                 row = self._row(m)
             except Exception as e:
                 row = None
+                # The error names the field and its size, never the message text.
                 self._log.error(
-                    "mapping", "event_id=<%s>, error=<%r> | milestone could not be mapped", m.event_id, e
+                    "mapping", "event_id=<%s>, error=<%s> | milestone cannot become a row", m.event_id, e
                 )
             if row is None:
-                outcome.rejected += 1
+                outcome.reject("invalid")
                 continue
             rows.append(row)
             by_key[(row[0], m.session_id, m.event_id)] = m
         deadline = time.monotonic() + (self._timeout_s if timeout_s is None else max(0.0, timeout_s))
         result: WriteResult = self._writer.write(rows, deadline)
         outcome.written = result.written
-        outcome.rejected += result.rejected
+        for cause, count in result.rejected_causes.items():
+            outcome.reject(cause, count)
+        outcome.cause = result.cause
         outcome.throttled = result.throttled
         outcome.unwritten = [
             by_key[(t, item["session_id"]["S"], item["event_id"]["S"])] for t, item in result.unwritten
