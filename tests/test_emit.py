@@ -92,7 +92,9 @@ def test_lone_surrogates_are_replaced_on_the_span_event_and_the_log_never_shows_
     assert "secret" not in caplog.text
 
 
-def test_ids_beyond_dynamodbs_key_limits_are_refused_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+def test_ids_beyond_dynamodbs_key_limits_are_refused_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with tracer.start_as_current_span("work") as span:
         assert milestone("PROGRESS", "x", session_id="s" * 2049) is None
         assert milestone("PROGRESS", "x", session_id="s", agent_id="a" * 1025) is None
