@@ -34,8 +34,9 @@ SPAN_ATTR_SESSION_ID = "session.id"
 KEY_SESSION_ID = "session_id"
 KEY_EVENT_ID = "event_id"
 
-# DynamoDB's item limit (400 KB), counting attribute names and values in UTF-8 bytes.
-MAX_ITEM_BYTES = 400 * 1024
+# DynamoDB's item limit, "400 KB", counting attribute names and values in UTF-8 bytes. Read as
+# decimal: the smallest reading, and below moto's 405,000 and dynalite's limits.
+MAX_ITEM_BYTES = 400_000
 # DynamoDB's key limits: a partition key of at most 2,048 bytes, a sort key of at most 1,024.
 MAX_SESSION_ID_BYTES = 2048
 MAX_EVENT_ID_BYTES = 1024
@@ -43,8 +44,8 @@ MAX_EVENT_ID_BYTES = 1024
 MAX_AGENT_ID_BYTES = 1024
 MAX_SPAN_NAME_BYTES = 1024
 DEFAULT_MAX_MESSAGE_BYTES = 350_000
-# The largest message setting that can fit beside the other attributes at their limits.
-MAX_MESSAGE_BYTES_LIMIT = 400_000
+# The largest message setting that fits beside the other attributes at their limits (~6 KB).
+MAX_MESSAGE_BYTES_LIMIT = 390_000
 
 _EVT_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 

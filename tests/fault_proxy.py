@@ -37,6 +37,9 @@ class Faults:
     slow_s: float = 1.0
     reset: float = 0.0
     """Share of requests forwarded (so written) whose answer is cut off by a TCP reset."""
+    error: float = 0.0
+    """Share of requests answered with ``error_code`` (HTTP 400), e.g. AccessDeniedException."""
+    error_code: str = "AccessDeniedException"
 
 
 @dataclass
@@ -85,7 +88,13 @@ class _Handler(BaseHTTPRequestHandler):
         rnd = proxy.random
         with proxy.lock:
             proxy.counters.requests += 1
-            roll = {k: rnd.random() for k in ("throttle", "unprocessed", "server_error", "slow", "reset")}
+            roll = {
+                k: rnd.random() for k in ("throttle", "unprocessed", "server_error", "slow", "reset", "error")
+            }
+        if roll["error"] < faults.error:
+            proxy.count(faults.error_code)
+            self._error(400, faults.error_code)
+            return
         if roll["throttle"] < faults.throttle:
             proxy.count("throttle")
             self._error(400, THROTTLE_CODES[int(roll["slow"] * 2) % 2])

@@ -34,7 +34,8 @@ def make_client(endpoint: str | None) -> Any:
     import boto3
 
     try:
-        return boto3.client("dynamodb", endpoint_url=endpoint)
+        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what Lambda and AgentCore set.
+        return boto3.client("dynamodb", endpoint_url=endpoint, region_name=config.resolve_region())
     except Exception as e:  # botocore's NoRegionError and friends
         raise _explain(e, endpoint) from e
 
@@ -50,7 +51,10 @@ def _explain(e: Exception, endpoint: str | None) -> CLIError:
             " --endpoint at a local DynamoDB (`his-otel demo` starts one for you)."
         )
     if isinstance(e, NoRegionError):
-        return CLIError("no AWS region configured. Set AWS_REGION (or AWS_DEFAULT_REGION).")
+        return CLIError(
+            "no AWS region configured: neither AWS_REGION nor AWS_DEFAULT_REGION is set and the AWS"
+            " profile names none. Set AWS_REGION (e.g. export AWS_REGION=us-east-1)."
+        )
     if isinstance(e, EndpointConnectionError):
         return CLIError(f"cannot reach DynamoDB at {where}: {e}")
     if isinstance(e, ClientError):
