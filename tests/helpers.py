@@ -38,15 +38,16 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: 
 
 
 def run_script(
-    code: str, env: dict[str, str] | None = None, timeout: float = 120
+    code: str, env: dict[str, str] | None = None, timeout: float = 120, *, clean: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (its own global TracerProvider)."""
+    """Run ``code`` in a fresh interpreter (its own global TracerProvider). ``env`` is added to this
+    process's environment, or replaces it when ``clean``."""
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=dict(env or {}) if clean else {**os.environ, **(env or {})},
         check=False,
     )
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from opentelemetry.trace import INVALID_SPAN
 
-from helpers import new_session
+from helpers import new_session, run_script
 from his_otel import milestone
 from his_otel.serve.cli import main
-from his_otel.serve.table import create_table
+from his_otel.serve.table import create_table, session_rows
 
 EXPECTED = ["START", "MODEL_INVOCATION", "TOOLING", "COMPLETION", "EVENT_LOOP", "AGENT_STATS", "RESULT"]
 
@@ -159,3 +159,36 @@ def test_bad_arguments_exit_2_with_usage(capsys: pytest.CaptureFixture[str]) -> 
     assert "usage:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--turn-delay", "soon"])
+
+
+def region_only_env(moto_endpoint: str) -> dict[str, str]:
+    """What Lambda and AgentCore give a process: AWS_REGION, and no AWS_DEFAULT_REGION."""
+    env = clean_env()
+    env.update({"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
+    env["AWS_ENDPOINT_URL_DYNAMODB"] = moto_endpoint
+    return env
+
+
+def test_aws_region_alone_is_enough_for_the_cli(moto_endpoint: str, ddb: Any) -> None:
+    table = f"region-{new_session()}"
+    proc = his_otel("create-table", table, env=region_only_env(moto_endpoint))
+    assert proc.returncode == 0, proc.stderr
+    assert ddb.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
+
+
+def test_aws_region_alone_is_enough_for_the_library(moto_endpoint: str, table: str, ddb: Any) -> None:
+    session = new_session()
+    proc = run_script(
+        f"""
+from opentelemetry import trace
+import his_otel
+handle = his_otel.configure({table!r})
+with trace.get_tracer("t").start_as_current_span("work"):
+    his_otel.milestone("PROGRESS", "from a Lambda", session_id={session!r})
+assert handle.force_flush(10_000), handle.stats()
+""",
+        env=region_only_env(moto_endpoint),
+        clean=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["from a Lambda"]

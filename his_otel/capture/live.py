@@ -405,9 +405,10 @@ class HISSpanProcessor(SpanProcessor):
                 self._failing.clear()
                 self._backoff = 0.0
             for cause, count in expired.items():
-                logger.error(
+                self._log.error(
+                    f"expired:{cause}",
                     "cause=<%s>, rejected=<%d>, max_row_age_s=<%g> | status rows rejected: writes failed"
-                    " for longer than the row age limit",
+                    " for longer than the row age limit; see stats().rejected_causes",
                     cause,
                     count,
                     self._max_age_s,
