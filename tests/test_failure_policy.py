@@ -63,7 +63,7 @@ def test_access_denied_is_retried_with_backoff_then_rejected_with_its_cause_logg
         for _ in range(8):  # eight groups of rows, each refused on its own
             seen = proxy.counters.injected.get("AccessDeniedException", 0)
             emit(tracer, new_session(), 5)
-            wait_for(lambda: proxy.counters.injected.get("AccessDeniedException", 0) > seen, timeout_s=30)
+            wait_for(lambda seen=seen: proxy.counters.injected.get("AccessDeniedException", 0) > seen)
         wait_for(lambda: processor.stats().rejected == 40, timeout_s=60)
     stats = processor.stats()
     assert stats.rejected_causes == {"AccessDeniedException": 40}
