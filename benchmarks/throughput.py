@@ -17,7 +17,7 @@ from benchmarks.common import Moto, Row, median
 from his_otel import DynamoDBSpanExporter, HISSpanProcessor, milestone
 from his_otel.emit import new_event_id
 from his_otel.schema import Milestone, to_item
-from his_otel.write.exporter import default_client_factory
+from his_otel.write.client import ClientSource
 
 
 def milestones(n: int, session: str) -> list[Milestone]:
@@ -41,7 +41,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
     # land on whichever way picked the stale connection, ~100 ms each.
     exporter = DynamoDBSpanExporter(table)
     processor = HISSpanProcessor(DynamoDBSpanExporter(table))
-    ceiling_client = default_client_factory()()
+    ceiling_client = ClientSource().factory()()
     live_session = f"l-{uuid.uuid4().hex[:6]}"
 
     def exporter_block(b: int) -> None:
@@ -51,7 +51,9 @@ def run(moto: Moto, quick: bool) -> list[Row]:
         spent["exporter"] += time.perf_counter() - t0
         assert outcome.written == block and not outcome.unwritten
 
-    tracer = TracerProvider().get_tracer("bench")
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
 
     def live_block(b: int) -> None:
         # The whole live path: milestone() on this thread, the writer thread, until flushed. In a

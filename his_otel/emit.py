@@ -164,6 +164,10 @@ def milestone(
         # leaves the process, on the span event (and so every OTLP backend) as on the row.
         for pipeline in pipelines:
             m = pipeline.prepare(m)
+        # Taken before the event exists: an on_end racing on another thread then either sees the
+        # event already taken, or does not see the event at all.
+        for pipeline in pipelines:
+            pipeline.submit(m, target)
         target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
         if not pipelines:
             _dropped_no_pipeline += 1
@@ -174,8 +178,6 @@ def milestone(
                     " (call his_otel.configure(); logged once)",
                     m.evt_type,
                 )
-        for pipeline in pipelines:
-            pipeline.submit(m, target)
         return m.event_id
     except InvalidMilestoneError as e:
         # The error names the field and its size, never the message text.

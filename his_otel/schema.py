@@ -122,6 +122,8 @@ def clean_text(text: str) -> str:
     encoded as UTF-8, so botocore would fail a whole batch on it and OTLP exporters a whole span.
     A surrogate pair split into two code points is joined back into its character.
     """
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -153,6 +155,8 @@ def check_ids(session_id: str, event_id: str, agent_id: str) -> None:
         ("event_id", event_id, MAX_EVENT_ID_BYTES),
         ("agent_id", agent_id, MAX_AGENT_ID_BYTES),
     ):
+        if len(value) * 4 <= limit:
+            continue  # no character takes more than four bytes
         size = _utf8_len(value)
         if size > limit:
             raise InvalidMilestoneError(f"{name} is {size} bytes in UTF-8; the limit is {limit}")

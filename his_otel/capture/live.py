@@ -227,14 +227,14 @@ class HISSpanProcessor(SpanProcessor):
         """Note ``event_id`` as taken for ``span``; False if it already was."""
         if span is None or not isinstance(span, ReadableSpan) or not span.is_recording():
             return True
-        with self._spans_lock:
-            ids = self._spans.get(span)
-            if ids is None:
-                ids = self._track(span)
-            if event_id in ids:
-                return False
-            ids.add(event_id)
-            return True
+        ids = self._spans.get(span)
+        if ids is None:
+            with self._spans_lock:
+                ids = self._spans.get(span) or self._track(span)
+        if event_id in ids:
+            return False
+        ids.add(event_id)  # one thread emits a given event id: no lock needed to add it
+        return True
 
     def submit(self, m: Milestone, span: trace_api.Span | None = None) -> bool:
         """Queue one milestone (already prepared). Never blocks on I/O, never raises.

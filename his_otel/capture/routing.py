@@ -47,8 +47,14 @@ def _made_by(span: trace_api.Span, provider: object) -> bool:
 
 def pipelines_for(span: trace_api.Span) -> list[HISSpanProcessor]:
     """The pipelines a milestone on ``span`` belongs to (empty when none is configured)."""
-    live = [p for p in (r() for r in _pipelines) if p is not None]
-    owners = [p for p in live if p.owns(span)]
+    live: list[HISSpanProcessor] = []
+    owners: list[HISSpanProcessor] = []
+    for ref in _pipelines:
+        pipeline = ref()
+        if pipeline is not None:
+            live.append(pipeline)
+            if pipeline.owns(span):
+                owners.append(pipeline)
     if owners:
         return owners
     if span.is_recording():
