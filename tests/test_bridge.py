@@ -451,6 +451,5 @@ def test_demo_over_otlp_into_the_bridge_writes_each_row_once(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "in Jaeger: http://localhost:16686/trace/" in proc.stdout
     rows = session_rows(ddb, table, session)
-    assert len(rows) >= 15
-    assert bridge.stats.rows_written >= len(rows)  # the bridge wrote every one of them again...
-    assert len({r["event_id"] for r in rows}) == len(rows)  # ...and each is still one row
+    assert len(rows) == 15  # the demo's milestones, each one row though both paths wrote it
+    assert bridge.stats.rows_written >= len(rows)  # the bridge wrote every one of them again

@@ -218,15 +218,12 @@ def test_pending_rows_are_written_on_sigterm(ddb: Any, table: str) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     session = new_session()
     code = emit_then(table, session, 20, 'print("ready", flush=True)\ntime.sleep(60)')
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
-    assert time.monotonic() - started < 10
     assert proc.returncode == -signal.SIGTERM  # still dies of SIGTERM, as it would without us
     assert len(session_rows(ddb, table, session)) == 20

