@@ -12,16 +12,16 @@ from typing import Any
 
 # The rows of one HISAgent invocation with one tool call (whose body reports PROGRESS).
 TOOL_RUN_ROWS = [
+    "EVENT_LOOP",  # init_event_loop, before START as here-i-strand wrote it
     "START",
-    "EVENT_LOOP",
     "MODEL_INVOCATION",
     "TOOLING",
     "PROGRESS",
     "MODEL_INVOCATION",
     "COMPLETION",
+    "EVENT_LOOP",  # result, before AGENT_STATS and RESULT as here-i-strand wrote it
     "AGENT_STATS",
     "RESULT",
-    "EVENT_LOOP",
 ]
 
 

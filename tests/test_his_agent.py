@@ -72,7 +72,7 @@ def test_lifecycle_rows_of_a_tool_run(table: str, rows: Any, spans: InMemorySpan
     got = rows(table, session)
     assert types(got) == TOOL_RUN_ROWS
     assert {r["agent_id"] for r in got} == {"agent-1"}
-    assert got[1]["evt_message"] == "init_event_loop" and got[-1]["evt_message"] == "result"
+    assert got[0]["evt_message"] == "init_event_loop" and got[7]["evt_message"] == "result"
     assert got[3]["evt_message"].startswith("Calling lookup")
     assert got[4]["evt_message"] == "looked up q1"
     # Every row links to the agent's trace, and sits on the Strands span it happened in.
@@ -290,7 +290,7 @@ def test_cancelled_invocation_keeps_milestones_of_spans_that_never_end(table: st
     asyncio.run(cancel_mid_tool())
     got = rows(table, session)
     # MODEL_INVOCATION and TOOLING sit on the cycle span, which Strands never ends on cancellation.
-    assert types(got)[:4] == ["START", "EVENT_LOOP", "MODEL_INVOCATION", "TOOLING"]
+    assert types(got)[:4] == ["EVENT_LOOP", "START", "MODEL_INVOCATION", "TOOLING"]
     assert got[2]["span_name"] == got[3]["span_name"] == "execute_event_loop_cycle"
     assert "ERROR" in types(got)
 

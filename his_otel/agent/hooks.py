@@ -115,6 +115,9 @@ class HISHooks(HookProvider):
             # Code a tool calls finds this run's session through the context.
             previous = current_identity()
             self._tokens[key] = (set_identity(self.identity), previous)
+            # here-i-strand's tracker wrote this before START; from here it is also covered by the
+            # end-of-invocation wait, which a stream callback after the invocation is not.
+            self.emit(EventType.EVENT_LOOP, "init_event_loop", event.agent.trace_span)
             if self.lifecycle:
                 self.emit(EventType.START, "Processing user request", event.agent.trace_span)
 
@@ -181,6 +184,12 @@ class HISHooks(HookProvider):
             else:
                 self.emit(EventType.COMPLETION, f"Process stopped (stop_reason={result.stop_reason})", span)
 
+        def loop_result() -> None:
+            # Before AGENT_STATS and RESULT, as here-i-strand wrote it, and inside the invocation so
+            # its row is written before the invocation returns.
+            if result is not None:
+                self.emit(EventType.EVENT_LOOP, "result", span)
+
         def stats() -> None:
             if result is None:
                 return
@@ -200,6 +209,7 @@ class HISHooks(HookProvider):
                 self.emit(EventType.RESULT, payload, span)
 
         self._guard("after_invocation", outcome)
+        self._guard("event_loop", loop_result)
         self._guard("agent_stats", stats)
         self._guard("result", final)
         saved = self._tokens.pop(key, None)
@@ -246,16 +256,11 @@ class EventLoopTracker:
         self._inner = inner
 
     def __call__(self, **kwargs: Any) -> None:
-        phase = None
-        if kwargs.get("init_event_loop"):
-            phase = "init_event_loop"
-        elif "result" in kwargs:
-            phase = "result"
-        elif kwargs.get("force_stop"):
-            phase = "force_stop"
-        if phase is not None:
-            message = phase
-            if phase == "force_stop" and kwargs.get("force_stop_reason"):
+        # init_event_loop and result come from the invocation hooks (in here-i-strand's order, and
+        # covered by the end-of-invocation wait); only force_stop is taken from the stream.
+        if kwargs.get("force_stop"):
+            message = "force_stop"
+            if kwargs.get("force_stop_reason"):
                 message = f"force_stop: {kwargs['force_stop_reason']}"
             self._hooks._guard("event_loop", lambda: self._hooks.emit(EventType.EVENT_LOOP, message))
         if self._inner is not None:
