@@ -98,3 +98,15 @@ def rows(ddb: Any, his: Handle) -> Callable[..., list[dict[str, Any]]]:
         return session_rows(ddb, table, session_id)
 
     return read
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With HIS_OTEL_FORBID_SKIPS=1 (CI, which has everything the tests need), a skip is a failure."""
+    if os.environ.get("HIS_OTEL_FORBID_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        for report in skipped:
+            print(f"\nskipped where CI must run it: {report.nodeid}: {report.longrepr}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

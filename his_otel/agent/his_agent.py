@@ -13,6 +13,7 @@ from .. import config
 from ..emit import Identity
 from ..schema import SPAN_ATTR_SESSION_ID, InvalidMilestoneError, check_ids
 from ..tracing import configure, current_handle
+from .agentcore import runtime_session_id
 from .hooks import EventLoopTracker, HISHooks
 from .prompt import DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE, build_system_prompt
 from .report_tool import write_dynamo
@@ -41,6 +42,7 @@ class HISAgent(Agent):
     Args:
         status_dynamo_table_name: The status table. This agent's rows always go here.
         session_id: The session (partition key). Also the S3 session id when ``bucket_name`` is set.
+            Omitted inside a Bedrock AgentCore Runtime invocation: the runtime's session id.
         bucket_name: Persist the conversation in S3 (prefix ``ac-sessions/{name}``).
         model, messages, tools, system_prompt, structured_output_model, conversation_manager,
         record_direct_tool_call, load_tools_from_directory, trace_attributes, name, description,
@@ -62,7 +64,7 @@ class HISAgent(Agent):
     def __init__(
         self,
         status_dynamo_table_name: str,
-        session_id: str,
+        session_id: str | None = None,
         bucket_name: str | None = None,
         model: Any = None,
         messages: Any = None,
@@ -91,6 +93,13 @@ class HISAgent(Agent):
     ) -> None:
         if not isinstance(status_dynamo_table_name, str) or not status_dynamo_table_name.strip():
             raise ValueError("status_dynamo_table_name must be a non-empty string")
+        if session_id is None:
+            session_id = runtime_session_id()
+            if session_id is None:
+                raise ValueError(
+                    "session_id is required (it is taken from the request only inside a Bedrock"
+                    " AgentCore Runtime invocation)"
+                )
         if not isinstance(session_id, str) or not session_id.strip():
             raise ValueError("session_id must be a non-empty string")
         try:
