@@ -179,6 +179,14 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+def _listening(port: int, server: subprocess.Popen[str]) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return server.poll() is not None  # died: the caller fails with its stderr
+
+
 def test_uvicorn_sigterm_with_a_request_in_flight_loses_no_row(ddb: Any, table: str, tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(UVICORN_APP)
     mark = tmp_path / "mark"
@@ -205,15 +213,7 @@ def test_uvicorn_sigterm_with_a_request_in_flight_loses_no_row(ddb: Any, table: 
         text=True,
     )
     try:
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return server.poll() is not None  # died: fail below with its stderr
-
-        wait_for(listening, timeout_s=60)
+        wait_for(lambda: _listening(port, server), timeout_s=60)
         assert server.poll() is None, server.communicate()[1]
         session = new_session()
         answers: list[tuple[int, bytes]] = []
@@ -296,3 +296,76 @@ def test_multiprocessing_workers_write_their_rows_before_they_exit(ddb: Any, tab
     assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr
     for tag in ("proc", "closed0", "closed1", "with0", "with1", "with2"):
         assert messages(ddb, table, f"{session}-{tag}") == [f"{tag} {i}" for i in range(5)], tag
+
+
+GUNICORN_APP = """
+import os, time
+from strands import tool
+import his_otel
+from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
+
+# Configured at import in the master (--preload): the workers inherit it across the fork.
+his_otel.configure(os.environ["T"])
+MARKS = os.environ["MARKS"]
+
+
+@tool
+def slow_step(session: str) -> str:
+    \"\"\"A step that takes a while.\"\"\"
+    open(os.path.join(MARKS, session), "w").close()  # in flight: the test may send SIGTERM now
+    time.sleep(1.5)
+    milestone("PROGRESS", "slow step done")
+    return "done"
+
+
+def app(environ, start_response):
+    session = environ["PATH_INFO"].strip("/")
+    model = ScriptedModel([ToolCall("slow_step", {"session": session}), "all done"])
+    HISAgent(os.environ["T"], session, model=model, tools=[slow_step])("go")
+    # Outside any invocation, after the answer is ready: only the worker's exit can write it.
+    milestone("PROGRESS", "request served", session_id=session)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+def test_gunicorn_preforked_workers_write_every_row_through_a_graceful_sigterm(
+    ddb: Any, table: str, tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text(GUNICORN_APP)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+         "--graceful-timeout", "60", "app:app"],
+        cwd=tmp_path,
+        # A minute of batching delay: rows are written by the invocation's end and the worker's exit.
+        env={**os.environ, "T": table, "MARKS": str(marks), "HIS_OTEL_SCHEDULE_DELAY_MS": "60000"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    sessions = [new_session(), new_session()]
+    answers: dict[str, tuple[int, bytes]] = {}
+    try:
+        wait_for(lambda: _listening(port, server), timeout_s=60)
+        assert server.poll() is None, server.communicate()[1]
+        calls = [
+            threading.Thread(target=lambda s=s: answers.update({s: _get(port, f"/{s}")})) for s in sessions
+        ]
+        for call in calls:
+            call.start()
+        wait_for(lambda: len(list(marks.iterdir())) == 2, timeout_s=60)  # one request in each worker
+        server.send_signal(signal.SIGTERM)  # gunicorn's graceful stop: workers finish, then exit
+        for call in calls:
+            call.join(120)
+        _, stderr = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    for session in sessions:
+        assert answers[session] == (200, b"ok"), stderr
+        rows = session_rows(ddb, table, session)
+        assert [r["evt_type"] for r in rows] == [*TOOL_RUN_ROWS, "PROGRESS"], stderr
+        assert rows[-1]["evt_message"] == "request served"
