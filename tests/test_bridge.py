@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -30,7 +29,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fault_proxy import FaultProxy
-from helpers import new_session
+from helpers import new_session, wait_for
 from his_otel import DynamoDBSpanExporter, HISAgent, ScriptedModel, ToolCall
 from his_otel.serve.bridge import Bridge
 from his_otel.serve.table import session_rows
@@ -331,8 +330,13 @@ def test_real_otlp_exporter_retries_a_503_until_written(
     bridge = bridge_for(retry_table, exporter=proxied_exporter(retry_table, proxy), write_timeout_millis=300)
     exporter = OTLPSpanExporter(endpoint=f"{bridge.url}/v1/traces", compression=Compression.Gzip, timeout=30)
     with proxy.injecting(server_error=1.0):
-        # DynamoDB answers 500/503 for a moment, then recovers; the exporter honours Retry-After.
-        threading.Timer(1.0, lambda: setattr(proxy, "faults", type(proxy.faults)())).start()
+        # DynamoDB answers 500/503 until the bridge has answered the sender 503, then recovers;
+        # the exporter honours Retry-After and sends again.
+        def recover() -> None:
+            wait_for(lambda: bridge.stats.retry_requests >= 1, timeout_s=60)
+            proxy.faults = type(proxy.faults)()
+
+        threading.Thread(target=recover, daemon=True).start()
         assert exporter.export(agent_spans) == SpanExportResult.SUCCESS
     assert bridge.stats.retry_requests >= 1
     assert len(session_rows(ddb, retry_table, session)) == len(rows(table, session)) > 0
@@ -392,7 +396,7 @@ def test_shutdown_drains_accepted_requests(
             )
         )
         sender.start()
-        time.sleep(0.3)  # the request is accepted and writing
+        wait_for(lambda: proxy.counters.requests >= 1, timeout_s=30)  # accepted, and writing
         assert bridge.shutdown(timeout_s=10) is True
         sender.join()
     assert statuses == [200]
