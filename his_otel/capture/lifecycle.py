@@ -27,13 +27,9 @@ from typing import Protocol
 logger = logging.getLogger(__name__)
 
 
-class Flushable(Protocol):
-    def force_flush(self, timeout_millis: int = 30000) -> bool: ...
-
+class Forkable(Protocol):
     def shutdown(self) -> None: ...
 
-
-class Forkable(Flushable, Protocol):
     def after_fork_in_child(self) -> None: ...
 
 
@@ -71,7 +67,6 @@ def watch(obj: Forkable) -> None:
 
 _sigterm_lock = threading.Lock()
 _sigterm_flush: Callable[[], object] | None = None
-_sigterm_installed = False
 _warned_off_main = False
 
 
@@ -91,7 +86,7 @@ def ensure_sigterm_flush() -> bool:
     Returns:
         True when the handler is in place.
     """
-    global _sigterm_installed, _warned_off_main
+    global _warned_off_main
     with _sigterm_lock:
         flush = _sigterm_flush
         if flush is None:
@@ -100,7 +95,7 @@ def ensure_sigterm_flush() -> bool:
             current = signal.getsignal(signal.SIGTERM)
         except (ValueError, OSError, AttributeError):  # pragma: no cover - no SIGTERM here
             return False
-        if _sigterm_installed and getattr(current, "_his_otel", False):
+        if getattr(current, "_his_otel", False):
             return True
         if current != signal.SIG_DFL:
             # SIG_IGN, or the application's own handler: the signal is theirs, and we keep writing
@@ -133,5 +128,4 @@ def ensure_sigterm_flush() -> bool:
             signal.signal(signal.SIGTERM, on_sigterm)
         except (ValueError, OSError):  # pragma: no cover - an embedded interpreter
             return False
-        _sigterm_installed = True
         return True

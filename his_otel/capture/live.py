@@ -20,8 +20,8 @@ import logging
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry import trace as trace_api
@@ -80,7 +80,6 @@ class ProcessorStats:
 class _Parked:
     milestone: Milestone
     first_failure: float
-    cause: str
 
 
 class _Taken(set[str]):
@@ -90,10 +89,6 @@ class _Taken(set[str]):
 def _span_key(span: ReadableSpan) -> tuple[int, int] | None:
     ctx = span.context
     return (ctx.trace_id, ctx.span_id) if ctx is not None else None
-
-
-def _bump(counts: dict[str, int], cause: str, n: int = 1) -> None:
-    counts[cause] = counts.get(cause, 0) + n
 
 
 class HISSpanProcessor(SpanProcessor):
@@ -152,7 +147,6 @@ class HISSpanProcessor(SpanProcessor):
             message_mode, config.ENV_MESSAGE_MODE, "full", config.MESSAGE_MODES
         )
         self._message_filter = message_filter
-        self._live = live
         self._is_shutdown = False
         self._init_state()
         self._start_worker()
@@ -188,8 +182,8 @@ class HISSpanProcessor(SpanProcessor):
         self._by_ids: weakref.WeakValueDictionary[tuple[int, int], _Taken] = weakref.WeakValueDictionary()
         self._submitted = 0
         self._written = 0
-        self._rejected: dict[str, int] = {}
-        self._dropped: dict[str, int] = {}
+        self._rejected: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
         self._retries = 0
         self._overflowing = False
         self._failing: set[str] = set()
@@ -230,7 +224,10 @@ class HISSpanProcessor(SpanProcessor):
         ids = self._spans.get(span)
         if ids is None:
             with self._spans_lock:
-                ids = self._spans.get(span) or self._track(span)
+                # Not `or`: an empty set is falsy, and replacing it would lose another thread's claim.
+                ids = self._spans.get(span)
+                if ids is None:
+                    ids = self._track(span)
         if event_id in ids:
             return False
         ids.add(event_id)  # one thread emits a given event id: no lock needed to add it
@@ -249,7 +246,7 @@ class HISSpanProcessor(SpanProcessor):
             with self._cond:
                 self._submitted += 1
                 if self._is_shutdown:
-                    _bump(self._dropped, DROP_AFTER_SHUTDOWN)
+                    self._dropped[DROP_AFTER_SHUTDOWN] += 1
                     self._log.warning(
                         DROP_AFTER_SHUTDOWN,
                         "evt_type=<%s> | milestone emitted after his-otel shut down, dropped",
@@ -258,7 +255,7 @@ class HISSpanProcessor(SpanProcessor):
                     return False
                 held = len(self._queue) + len(self._parked) + self._inflight
                 if held >= self._max_size or self._queued_bytes + size > self._max_bytes:
-                    _bump(self._dropped, DROP_QUEUE_FULL)
+                    self._dropped[DROP_QUEUE_FULL] += 1
                     if not self._overflowing:
                         self._overflowing = True
                         logger.error(
@@ -369,19 +366,18 @@ class HISSpanProcessor(SpanProcessor):
             self._settled += fresh
             self._queued_bytes -= sum(m.approx_bytes() for m in batch)
             self._written += outcome.written
-            for cause, count in outcome.rejected_causes.items():
-                _bump(self._rejected, cause, count)
-            expired: dict[str, int] = {}
+            self._rejected.update(outcome.rejected_causes)
+            expired: Counter[str] = Counter()
             for m in outcome.unwritten:
                 before = parked.get(m.event_id)
                 first = before.first_failure if before is not None else now
                 if self._stop:
-                    _bump(self._dropped, DROP_SHUTDOWN_TIMEOUT)
+                    self._dropped[DROP_SHUTDOWN_TIMEOUT] += 1
                 elif now - first >= self._max_age_s:
-                    _bump(self._rejected, outcome.cause)
-                    _bump(expired, outcome.cause)
+                    self._rejected[outcome.cause] += 1
+                    expired[outcome.cause] += 1
                 else:
-                    self._parked.append(_Parked(m, first, outcome.cause))
+                    self._parked.append(_Parked(m, first))
                     self._queued_bytes += m.approx_bytes()
             if outcome.unwritten and not self._stop:
                 self._retries += 1
@@ -419,9 +415,8 @@ class HISSpanProcessor(SpanProcessor):
 
     # -- flush and shutdown ----------------------------------------------------------------------
 
-    def _wait(self, done: object, deadline: float) -> bool:
+    def _wait(self, done: Callable[[], bool], deadline: float) -> bool:
         """Wait (holding ``_cond``) until ``done()`` is true; False at the deadline."""
-        assert callable(done)
         self._waiters += 1
         self._cond.notify_all()
         try:
@@ -483,7 +478,7 @@ class HISSpanProcessor(SpanProcessor):
             self._cond.notify_all()
             lost = len(self._queue) + len(self._parked)
             if lost:
-                _bump(self._dropped, DROP_SHUTDOWN_TIMEOUT, lost)
+                self._dropped[DROP_SHUTDOWN_TIMEOUT] += lost
             self._queue.clear()
             self._parked.clear()
             in_flight = self._inflight
@@ -505,8 +500,8 @@ class HISSpanProcessor(SpanProcessor):
                 queued_bytes=self._queued_bytes,
                 peak_queued=self._peak,
                 written=self._written,
-                rejected=sum(self._rejected.values()),
-                dropped=sum(self._dropped.values()),
+                rejected=self._rejected.total(),
+                dropped=self._dropped.total(),
                 retries=self._retries,
                 submitted=self._submitted,
                 rejected_causes=dict(self._rejected),

@@ -32,12 +32,6 @@ def register(processor: HISSpanProcessor) -> None:
         _pipelines = (*alive, weakref.ref(processor))
 
 
-def unregister(processor: HISSpanProcessor) -> None:
-    global _pipelines
-    with _lock:
-        _pipelines = tuple(r for r in _pipelines if r() is not None and r() is not processor)
-
-
 def _made_by(span: trace_api.Span, provider: object) -> bool:
     """Whether the SDK ``provider`` created ``span``. The SDK exposes this only privately (a span
     holds its provider's span processor); without those attributes the answer is no."""

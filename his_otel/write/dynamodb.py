@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,9 +67,8 @@ Row = tuple[str, Item]
 @dataclass
 class WriteResult:
     written: int = 0
-    rejected: int = 0
-    """Items DynamoDB refused as invalid; retrying them could never succeed."""
-    rejected_causes: dict[str, int] = field(default_factory=dict)
+    rejected_causes: Counter[str] = field(default_factory=Counter)
+    """Items DynamoDB refused as invalid, by cause; retrying them could never succeed."""
     unwritten: list[Row] = field(default_factory=list)
     """Items still owed (DynamoDB down, throttling, a fault a person must fix); the caller keeps them."""
     cause: str = ""
@@ -77,9 +76,9 @@ class WriteResult:
     throttled: int = 0
     calls: int = 0
 
-    def reject(self, cause: str, count: int = 1) -> None:
-        self.rejected += count
-        self.rejected_causes[cause] = self.rejected_causes.get(cause, 0) + count
+    @property
+    def rejected(self) -> int:
+        return self.rejected_causes.total()
 
 
 def _key(row: Row) -> tuple[str, str, str]:
@@ -190,7 +189,7 @@ class DynamoDBWriter:
         return [*singles, *pending], cause
 
     def _reject(self, row: Row, error: str, result: WriteResult) -> None:
-        result.reject("ValidationException")
+        result.rejected_causes["ValidationException"] += 1
         _, session_id, event_id = _key(row)
         self._log.warning(
             "validation",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,16 +57,15 @@ class ExportOutcome:
     """What became of a group of milestones."""
 
     written: int = 0
-    rejected: int = 0
-    rejected_causes: dict[str, int] = field(default_factory=dict)
+    rejected_causes: Counter[str] = field(default_factory=Counter)
     unwritten: list[Milestone] = field(default_factory=list)
     cause: str = ""
     """Why ``unwritten`` were not written (an error code or exception name)."""
     throttled: int = 0
 
-    def reject(self, cause: str, count: int = 1) -> None:
-        self.rejected += count
-        self.rejected_causes[cause] = self.rejected_causes.get(cause, 0) + count
+    @property
+    def rejected(self) -> int:
+        return self.rejected_causes.total()
 
 
 def milestones_of(span: ReadableSpan, events: Sequence[Event] | None = None) -> tuple[list[Milestone], int]:
@@ -202,15 +202,14 @@ class DynamoDBSpanExporter(SpanExporter):
                     "mapping", "event_id=<%s>, error=<%s> | milestone cannot become a row", m.event_id, e
                 )
             if row is None:
-                outcome.reject("invalid")
+                outcome.rejected_causes["invalid"] += 1
                 continue
             rows.append(row)
             by_key[(row[0], m.session_id, m.event_id)] = m
         deadline = time.monotonic() + (self._timeout_s if timeout_s is None else max(0.0, timeout_s))
         result: WriteResult = self._writer.write(rows, deadline)
         outcome.written = result.written
-        for cause, count in result.rejected_causes.items():
-            outcome.reject(cause, count)
+        outcome.rejected_causes.update(result.rejected_causes)
         outcome.cause = result.cause
         outcome.throttled = result.throttled
         outcome.unwritten = [
