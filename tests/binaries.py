@@ -4,10 +4,8 @@ builds in ``../shared/bin`` unpacked into a cache folder by the script that ship
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from helpers import wait_listening
 
 SHARED = Path(os.environ.get("HIS_OTEL_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 CACHE = Path(os.environ.get("HIS_OTEL_BIN_CACHE") or Path.home() / ".cache" / "his-otel-bin")
@@ -40,25 +40,6 @@ def require(name: str) -> Path:
     if path is None:
         pytest.skip(f"{name} not found: set {ENV[name]} or put ../shared/bin beside the clone")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited with {proc.returncode} before listening on {port}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on {port} after {timeout_s}s")
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -54,3 +55,38 @@ def run_script(
 
 def new_session() -> str:
     return f"sess-{uuid.uuid4().hex[:12]}"
+
+
+def wait_listening(port: int, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``; fail with the process's
+    stderr if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _, stderr = proc.communicate(timeout=10)
+            raise AssertionError(f"exited with {proc.returncode} before listening on {port}: {stderr}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {port} after {timeout_s}s")
+
+
+# The start of the server apps the signal tests run: a tool that marks its session as in flight in
+# the MARKS folder (the test may send SIGTERM then), takes a while, then reports PROGRESS.
+SERVER_APP_PRELUDE = """
+import os, time
+from strands import tool
+import his_otel
+from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
+
+
+@tool
+def slow_step(session: str) -> str:
+    \"\"\"A step that takes a while.\"\"\"
+    open(os.path.join(os.environ["MARKS"], session), "w").close()
+    time.sleep(1.5)
+    milestone("PROGRESS", "slow step done")
+    return "done"
+"""

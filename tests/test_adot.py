@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binaries import collector, free_port
 
+from binaries import collector
 from helpers import TOOL_RUN_ROWS, new_session, wait_for
+from his_otel.serve.local_dynamodb import free_port
 from his_otel.serve.table import session_rows
 
 pytestmark = pytest.mark.adot

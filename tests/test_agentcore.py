@@ -16,30 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binaries import free_port, wait_listening
 
-from helpers import TOOL_RUN_ROWS, new_session, wait_for
+from helpers import SERVER_APP_PRELUDE, TOOL_RUN_ROWS, new_session, wait_for, wait_listening
+from his_otel.serve.local_dynamodb import free_port
 from his_otel.serve.table import session_rows
 
 pytestmark = pytest.mark.adot
 
-APP = """
-import os, time
+APP = (
+    SERVER_APP_PRELUDE
+    + """
 from bedrock_agentcore.runtime import BedrockAgentCoreApp
-from strands import tool
-from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
 
 app = BedrockAgentCoreApp()
-MARKS = os.environ["MARKS"]
-
-
-@tool
-def slow_step(session: str) -> str:
-    \"\"\"A step that takes a while.\"\"\"
-    open(os.path.join(MARKS, session), "w").close()  # in flight: the test may send SIGTERM now
-    time.sleep(1.5)
-    milestone("PROGRESS", "slow step done")
-    return "done"
 
 
 @app.entrypoint
@@ -58,6 +47,7 @@ async def invoke(payload):
 if __name__ == "__main__":
     app.run(port=int(os.environ["PORT"]))
 """
+)
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fault_proxy import FaultProxy
-from helpers import TOOL_RUN_ROWS, new_session, run_script, wait_for
+from helpers import SERVER_APP_PRELUDE, TOOL_RUN_ROWS, new_session, run_script, wait_for, wait_listening
+from his_otel.serve.local_dynamodb import free_port
 from his_otel.serve.table import session_rows
 
 PRELUDE = """
@@ -133,40 +133,21 @@ def test_configure_off_the_main_thread_says_so_and_the_next_main_thread_call_ins
     assert messages(ddb, table, f"{session}-x") == [f"x {i}" for i in range(5)]
 
 
-UVICORN_APP = """
-import os, time
-from strands import tool
-from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
-
-TABLE, MARK = os.environ["T"], os.environ["MARK"]
-
-
-@tool
-def slow_step(n: int) -> str:
-    \"\"\"A step that takes a while.\"\"\"
-    with open(MARK, "w") as f:
-        f.write("in flight")  # the test sends SIGTERM now
-    time.sleep(1.5)
-    milestone("PROGRESS", "slow step done")
-    return "done"
-
+UVICORN_APP = (
+    SERVER_APP_PRELUDE
+    + """
 
 async def app(scope, receive, send):
     # A bare ASGI app: the request runs a HISAgent on uvicorn's event loop.
     assert scope["type"] == "http"
     session = scope["path"].strip("/")
-    model = ScriptedModel([ToolCall("slow_step", {"n": 1}), "all done"])
-    agent = HISAgent(TABLE, session, model=model, tools=[slow_step])
+    model = ScriptedModel([ToolCall("slow_step", {"session": session}), "all done"])
+    agent = HISAgent(os.environ["T"], session, model=model, tools=[slow_step])
     await agent.invoke_async("go")
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+)
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -179,18 +160,11 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def _listening(port: int, server: subprocess.Popen[str]) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return server.poll() is not None  # died: the caller fails with its stderr
-
-
 def test_uvicorn_sigterm_with_a_request_in_flight_loses_no_row(ddb: Any, table: str, tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(UVICORN_APP)
-    mark = tmp_path / "mark"
-    port = _free_port()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -207,19 +181,18 @@ def test_uvicorn_sigterm_with_a_request_in_flight_loses_no_row(ddb: Any, table: 
             "warning",
         ],
         cwd=tmp_path,
-        env={**os.environ, "T": table, "MARK": str(mark)},
+        env={**os.environ, "T": table, "MARKS": str(marks)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for(lambda: _listening(port, server), timeout_s=60)
-        assert server.poll() is None, server.communicate()[1]
+        wait_listening(port, server)
         session = new_session()
         answers: list[tuple[int, bytes]] = []
         request = threading.Thread(target=lambda: answers.append(_get(port, f"/{session}")))
         request.start()
-        wait_for(mark.exists, timeout_s=60)
+        wait_for(lambda: any(marks.iterdir()), timeout_s=60)
         server.send_signal(signal.SIGTERM)  # uvicorn starts its graceful drain
         request.join(60)
         _, stderr = server.communicate(timeout=60)
@@ -298,24 +271,11 @@ def test_multiprocessing_workers_write_their_rows_before_they_exit(ddb: Any, tab
         assert messages(ddb, table, f"{session}-{tag}") == [f"{tag} {i}" for i in range(5)], tag
 
 
-GUNICORN_APP = """
-import os, time
-from strands import tool
-import his_otel
-from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
-
+GUNICORN_APP = (
+    SERVER_APP_PRELUDE
+    + """
 # Configured at import in the master (--preload): the workers inherit it across the fork.
 his_otel.configure(os.environ["T"])
-MARKS = os.environ["MARKS"]
-
-
-@tool
-def slow_step(session: str) -> str:
-    \"\"\"A step that takes a while.\"\"\"
-    open(os.path.join(MARKS, session), "w").close()  # in flight: the test may send SIGTERM now
-    time.sleep(1.5)
-    milestone("PROGRESS", "slow step done")
-    return "done"
 
 
 def app(environ, start_response):
@@ -327,6 +287,7 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 """
+)
 
 
 def test_gunicorn_preforked_workers_write_every_row_through_a_graceful_sigterm(
@@ -335,7 +296,7 @@ def test_gunicorn_preforked_workers_write_every_row_through_a_graceful_sigterm(
     (tmp_path / "app.py").write_text(GUNICORN_APP)
     marks = tmp_path / "marks"
     marks.mkdir()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind", f"127.0.0.1:{port}",
          "--graceful-timeout", "60", "app:app"],
@@ -349,8 +310,7 @@ def test_gunicorn_preforked_workers_write_every_row_through_a_graceful_sigterm(
     sessions = [new_session(), new_session()]
     answers: dict[str, tuple[int, bytes]] = {}
     try:
-        wait_for(lambda: _listening(port, server), timeout_s=60)
-        assert server.poll() is None, server.communicate()[1]
+        wait_listening(port, server)
         calls = [
             threading.Thread(target=lambda s=s: answers.update({s: _get(port, f"/{s}")})) for s in sessions
         ]
