@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from benchmarks.common import Moto, Row, median
 from his_otel import DynamoDBSpanExporter
 from his_otel.schema import EVENT_NAME, Milestone, event_attributes
-from his_otel.serve.local_dynamodb import free_port
+from his_otel.testing.local_dynamodb import free_port
 
 BATCH = 512
 SPANS_PER_MILESTONE_SPAN = 4  # an agent's trace: most spans (chat, tools) carry no milestone
@@ -75,7 +75,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
     table = moto.new_table()
     port = free_port()
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "his_otel.serve.cli", "bridge", "--table", table, "--port", str(port)],
+        [sys.executable, "-m", "his_otel.cli", "bridge", "--table", table, "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from his_otel.serve.local_dynamodb import LOCAL_ENV, LocalDynamoDB
-from his_otel.serve.table import create_table
+from his_otel.testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
+from his_otel.write.table import create_table
 
 
 @dataclass

@@ -25,6 +25,9 @@ ATTR_EVT_MESSAGE = "his.evt_message"
 ATTR_EVENT_ID = "his.event_id"
 ATTR_SESSION_ID = "his.session_id"
 ATTR_AGENT_ID = "his.agent_id"
+# The message's UTF-8 length as emitted: the SDK's attribute limit (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT)
+# may cut the text on its way to a collector, but never an int, so a reader of the event knows.
+ATTR_EVT_MESSAGE_LENGTH = "his.evt_message_length"
 # Routes an in-process row to its agent's table. The bridge ignores it: a sender never picks the table.
 ATTR_TABLE = "his.table"
 # The attribute AgentCore and OTel's session convention use, so backends can search spans by session.
@@ -94,6 +97,8 @@ class Milestone:
     span_id: int = 0
     span_name: str = ""
     table: str = ""
+    message_length: int = 0
+    """The message's UTF-8 length when it was emitted, as an event carries it (0: not known)."""
 
     def approx_bytes(self) -> int:
         """Memory this milestone holds while queued, O(1): measured at about 360 bytes of object and
@@ -101,14 +106,15 @@ class Milestone:
         return 360 + sys.getsizeof(self.evt_message)
 
 
-def event_attributes(m: Milestone, *, include_table: bool = True) -> dict[str, str]:
+def event_attributes(m: Milestone, *, include_table: bool = True) -> dict[str, str | int]:
     """The ``his.milestone`` event attributes for ``m`` (DESIGN section 2)."""
-    attrs = {
+    attrs: dict[str, str | int] = {
         ATTR_EVT_TYPE: m.evt_type,
         ATTR_EVT_MESSAGE: m.evt_message,
         ATTR_EVENT_ID: m.event_id,
         ATTR_SESSION_ID: m.session_id,
         ATTR_AGENT_ID: m.agent_id,
+        ATTR_EVT_MESSAGE_LENGTH: _utf8_len(m.evt_message),
     }
     if include_table and m.table:
         attrs[ATTR_TABLE] = m.table
@@ -141,7 +147,7 @@ def _text(value: Any) -> str:
 
 
 def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def check_ids(session_id: str, event_id: str, agent_id: str) -> None:
@@ -199,7 +205,16 @@ def milestone_from_event(
         span_id=span_id,
         span_name=_text(span_name),
         table=_text(attrs.get(ATTR_TABLE, "")).strip(),
+        message_length=_length(attrs.get(ATTR_EVT_MESSAGE_LENGTH)),
     )
+
+
+def _length(value: Any) -> int:
+    """A declared length (an int, or its string form in OTLP/JSON); 0 when absent or malformed."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
 
 
 def iso_utc(timestamp_ns: int) -> str:
@@ -250,9 +265,10 @@ def to_item(m: Milestone, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES)
         item["span_name"] = {"S": truncate_utf8(m.span_name, MAX_SPAN_NAME_BYTES)[0]}
     budget = MAX_ITEM_BYTES - item_bytes(item) - len("evt_message") - _FLAGS_BYTES
     message, length = truncate_utf8(m.evt_message, max(0, min(max_message_bytes, budget)))
-    if len(message) < len(m.evt_message):
-        # Keep the row rather than fail its whole batch; the flags tell a reader it was cut.
+    if len(message) < len(m.evt_message) or m.message_length > length:
+        # Cut here (keep the row rather than fail its whole batch) or before it reached us (a span
+        # attribute limit): the flags tell a reader, with the length the text had when emitted.
         item["evt_message_truncated"] = {"BOOL": True}
-        item["evt_message_length"] = {"N": str(length)}
+        item["evt_message_length"] = {"N": str(max(length, m.message_length))}
     item["evt_message"] = {"S": message}
     return item

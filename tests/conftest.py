@@ -21,8 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from fault_proxy import FaultProxy
 from his_otel import Handle, configure
-from his_otel.serve.local_dynamodb import LOCAL_ENV, LocalDynamoDB
-from his_otel.serve.table import create_table, session_rows
+from his_otel.read import session_rows
+from his_otel.testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
+from his_otel.write.table import create_table
 
 DEFAULT_TABLE = "his-default"
 

@@ -27,7 +27,7 @@ THROTTLE_CODES = ("ProvisionedThroughputExceededException", "ThrottlingException
 
 @dataclass
 class Faults:
-    """What to do to each BatchWriteItem request. Shares are probabilities in [0, 1]."""
+    """What to do to each write request (BatchWriteItem, PutItem). Shares are probabilities in [0, 1]."""
 
     throttle: float = 0.0
     unprocessed: float = 0.0
@@ -49,7 +49,7 @@ class Counters:
     """Requests whose answer was sent in full (a hung or reset request is not answered)."""
     injected: dict[str, int] = field(default_factory=dict)
     puts: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """(table, session_id, event_id) -> PutRequests forwarded to DynamoDB for that key."""
+    """(table, session_id, event_id) -> puts (BatchWriteItem PutRequests, PutItems) forwarded for that key."""
 
     def add(self, kind: str) -> None:
         self.injected[kind] = self.injected.get(kind, 0) + 1
@@ -84,7 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         target = self.headers.get("X-Amz-Target", "")
-        faults = proxy.faults if target.endswith("BatchWriteItem") else Faults()
+        writes = target.endswith(("BatchWriteItem", "PutItem"))
+        faults = proxy.faults if writes else Faults()
         rnd = proxy.random
         with proxy.lock:
             proxy.counters.requests += 1
@@ -110,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.count("slow")
             time.sleep(faults.slow_s)
         held_back: dict[str, list[Any]] = {}
-        if roll["unprocessed"] < faults.unprocessed:
+        if roll["unprocessed"] < faults.unprocessed and target.endswith("BatchWriteItem"):
             request = json.loads(body)
             for table, reqs in request["RequestItems"].items():
                 keep = (len(reqs) + 1) // 2
@@ -119,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
             if held_back:
                 proxy.count("unprocessed")
             body = json.dumps(request).encode()
-        if target.endswith("BatchWriteItem"):
+        if writes:
             proxy.record_puts(body)
         status, headers, answer = proxy.forward(self.command, self.path, dict(self.headers), body)
         if held_back:
@@ -176,6 +177,8 @@ class FaultProxy:
 
     def record_puts(self, body: bytes) -> None:
         request = json.loads(body)
+        if "Item" in request:  # PutItem
+            request = {"RequestItems": {request["TableName"]: [{"PutRequest": {"Item": request["Item"]}}]}}
         with self.lock:
             for table, reqs in request.get("RequestItems", {}).items():
                 for req in reqs:

@@ -15,8 +15,8 @@ import pytest
 
 from binaries import collector
 from helpers import TOOL_RUN_ROWS, new_session, wait_for
-from his_otel.serve.local_dynamodb import free_port
-from his_otel.serve.table import session_rows
+from his_otel.read import session_rows
+from his_otel.testing.local_dynamodb import free_port
 
 pytestmark = pytest.mark.adot
 

@@ -13,8 +13,9 @@ from opentelemetry.trace import INVALID_SPAN
 
 from helpers import new_session, run_script
 from his_otel import milestone
-from his_otel.serve.cli import main
-from his_otel.serve.table import create_table, session_rows
+from his_otel.cli import main
+from his_otel.read import session_rows
+from his_otel.write.table import create_table
 
 EXPECTED = ["START", "MODEL_INVOCATION", "TOOLING", "COMPLETION", "EVENT_LOOP", "AGENT_STATS", "RESULT"]
 
@@ -23,7 +24,7 @@ def his_otel(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "his_otel.serve.cli", *args],
+        [sys.executable, "-m", "his_otel.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -60,7 +61,7 @@ def test_demo_uses_a_configured_endpoint(ddb: Any, moto_endpoint: str) -> None:
     proc = his_otel("demo", "--turn-delay", "0", "--table", "demo-table", "--session-id", session)
     assert proc.returncode == 0, proc.stderr
     assert "embedded" not in proc.stdout
-    from his_otel.serve.table import session_rows
+    from his_otel.read import session_rows
 
     assert len(session_rows(ddb, "demo-table", session)) >= len(EXPECTED)
 
@@ -92,7 +93,7 @@ def test_tail_follow_prints_new_rows_as_they_land(ddb: Any, moto_endpoint: str, 
         [
             sys.executable,
             "-m",
-            "his_otel.serve.cli",
+            "his_otel.cli",
             "tail",
             session,
             "--table",

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from helpers import TOOL_RUN_ROWS, new_session, run_script
-from his_otel.serve.table import session_rows
+from his_otel.read import session_rows
 
 AGENT_RUN = """
 from his_otel import HISAgent, ScriptedModel, ToolCall, milestone

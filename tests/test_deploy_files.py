@@ -141,7 +141,7 @@ def test_compose_wiring(compose: dict[str, Any]) -> None:
     creator = services["create-table"]
     assert _service_and_port(_flag(creator["command"], "--endpoint")) == (host, port)
     # One table name everywhere, and it is the demo's default.
-    from his_otel.serve.cli import DEFAULT_DEMO_TABLE
+    from his_otel.demo import DEFAULT_DEMO_TABLE
 
     assert creator["command"][1] == _flag(bridge["command"], "--table") == DEFAULT_DEMO_TABLE
     # Start-up order with health conditions.

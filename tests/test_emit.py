@@ -27,6 +27,7 @@ def test_event_on_the_given_span_with_all_attributes() -> None:
         "his.event_id": event_id,
         "his.session_id": "s",
         "his.agent_id": "a",
+        "his.evt_message_length": len("half way"),
         "his.table": "t",
     }
 

@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from his_otel import DynamoDBSpanExporter, milestone
+from his_otel.read import session_rows
 from his_otel.schema import EVENT_NAME
-from his_otel.serve.table import session_rows
 
 
 def _spans_with_milestones(n_spans: int, per_span: int, session: str, table: str = "") -> list[Any]:
@@ -58,7 +58,7 @@ def test_spans_without_milestones_write_nothing(ddb: Any, table: str) -> None:
 
 def test_event_table_is_honoured_in_process_and_ignored_by_the_bridge_mode(ddb: Any, table: str) -> None:
     other = f"{table}-other"
-    from his_otel.serve.table import create_table
+    from his_otel.write.table import create_table
 
     create_table(ddb, other)
     spans = _spans_with_milestones(1, 1, "s-route", table=other)

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from fault_proxy import FaultProxy
 from helpers import new_session, wait_for
 from his_otel import DynamoDBSpanExporter, HISSpanProcessor, ProcessorStats, milestone
+from his_otel.read import session_rows
 from his_otel.schema import Milestone, to_item
-from his_otel.serve.table import session_rows
 from his_otel.write.dynamodb import DynamoDBWriter
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from his_otel.serve.table import session_rows
+from his_otel.read import session_rows
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ["healthy", "throttle", "unprocessed", "server_error", "refuse", "slow", "reset", "mixed"]

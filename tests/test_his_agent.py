@@ -168,7 +168,8 @@ def test_stream_async_writes_stats_and_result_too(table: str, rows: Any) -> None
 
 
 def test_write_dynamo_ignores_the_table_and_session_the_model_names(table: str, rows: Any, ddb: Any) -> None:
-    from his_otel.serve.table import create_table, session_rows
+    from his_otel.read import session_rows
+    from his_otel.write.table import create_table
 
     victim_table = f"{table}-victim"
     create_table(ddb, victim_table)
@@ -212,7 +213,7 @@ def test_write_dynamo_with_a_hopeless_type_tells_the_model(table: str, rows: Any
 
 
 def test_two_agents_write_their_own_tables(table: str, rows: Any, ddb: Any) -> None:
-    from his_otel.serve.table import create_table
+    from his_otel.write.table import create_table
 
     table_b = f"{table}-b"
     create_table(ddb, table_b)

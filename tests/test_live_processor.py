@@ -12,8 +12,9 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
 from helpers import new_session, wait_for
 from his_otel import DynamoDBSpanExporter, HISSpanProcessor, milestone
+from his_otel.read import session_rows
 from his_otel.schema import EVENT_NAME, Milestone, event_attributes
-from his_otel.serve.table import create_table, session_rows
+from his_otel.write.table import create_table
 
 DOWN = "http://127.0.0.1:9"  # the discard port: nothing answers
 

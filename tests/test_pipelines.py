@@ -13,7 +13,7 @@ from opentelemetry.trace import INVALID_SPAN
 from fault_proxy import FaultProxy
 from helpers import new_session
 from his_otel import DynamoDBSpanExporter, Handle, HISSpanProcessor, milestone
-from his_otel.serve.table import session_rows
+from his_otel.read import session_rows
 
 
 @pytest.fixture

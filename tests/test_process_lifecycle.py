@@ -20,8 +20,8 @@ from typing import Any
 
 from fault_proxy import FaultProxy
 from helpers import SERVER_APP_PRELUDE, TOOL_RUN_ROWS, new_session, run_script, wait_for, wait_listening
-from his_otel.serve.local_dynamodb import free_port
-from his_otel.serve.table import session_rows
+from his_otel.read import session_rows
+from his_otel.testing.local_dynamodb import free_port
 
 PRELUDE = """
 import json, logging, os, signal, sys, threading, time

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from fault_proxy import FaultProxy
 from helpers import new_session, wait_for
 from his_otel import DynamoDBSpanExporter, HISAgent, HISSpanProcessor, ScriptedModel, ToolCall, milestone
-from his_otel.serve.table import session_rows
+from his_otel.read import session_rows
 
 
 def test_milestones_do_not_wait_for_a_hung_dynamodb(table: str, proxy: FaultProxy) -> None:

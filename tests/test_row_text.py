@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from helpers import new_session
 from his_otel import DynamoDBSpanExporter, Handle, Milestone, configure, milestone
+from his_otel.read import session_rows
 from his_otel.schema import EVENT_NAME, MAX_ITEM_BYTES, item_bytes, to_item
-from his_otel.serve.table import session_rows
 
 BROKEN = 'model said {"mood": "\ud83d"} then \ud83d\ude00'  # a lone surrogate, and a split pair
 REPAIRED = 'model said {"mood": "\ufffd"} then \U0001f600'

@@ -29,6 +29,7 @@ M = Milestone(
     span_id=0x00F067AA0BA902B7,
     span_name="invoke_agent x",
     table="t",
+    message_length=len("Processing user request"),
 )
 
 
@@ -43,6 +44,7 @@ def test_event_round_trip_keeps_every_field() -> None:
 def test_event_attributes_are_the_documented_names() -> None:
     assert set(event_attributes(M, include_table=False)) == {
         "his.evt_type",
+        "his.evt_message_length",
         "his.evt_message",
         "his.event_id",
         "his.session_id",
@@ -133,3 +135,16 @@ def test_event_types() -> None:
 
 def test_iso_utc() -> None:
     assert iso_utc(0) == "1970-01-01T00:00:00.000000+00:00"
+
+
+def test_a_message_cut_on_the_way_is_flagged_with_its_emitted_length() -> None:
+    """The SDK's attribute limit cuts strings but not ints: the row says the text is incomplete."""
+    whole = '{"answer": "' + "é" * 3000 + '"}'
+    attrs = event_attributes(replace(M, evt_message=whole))
+    attrs["his.evt_message"] = str(attrs["his.evt_message"])[:1024]  # what the SDK's limit does
+    item = to_item(milestone_from_event(attrs, M.timestamp_ns))
+    assert item["evt_message"]["S"] == whole[:1024]
+    assert item["evt_message_truncated"] == {"BOOL": True}
+    assert item["evt_message_length"] == {"N": str(len(whole.encode()))}
+    # A whole message carries no flags.
+    assert "evt_message_truncated" not in to_item(milestone_from_event(event_attributes(M), 1))

@@ -12,8 +12,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 from opentelemetry import context as otel_context
 
+from his_otel.read import session_rows
 from his_otel.schema import Milestone, to_item
-from his_otel.serve.table import session_rows
 from his_otel.write.dynamodb import DynamoDBWriter, Row, dedupe
 
 

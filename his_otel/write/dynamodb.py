@@ -1,4 +1,9 @@
-"""BatchWriteItem with the care boto3's ``BatchWriter`` lacks.
+"""Writing rows: BatchWriteItem with the care boto3's ``BatchWriter`` lacks, or append-only puts.
+
+Two modes. ``batch`` (the in-process path, where the app is the only writer and a rewrite carries the
+same content) uses BatchWriteItem. ``append_only`` (the bridge, where any sender that reaches it can
+write) uses PutItem with ``attribute_not_exists``, several in flight: a row that exists is never
+replaced, so the first writer wins; BatchWriteItem cannot carry conditions.
 
 - at most 25 puts per call, never two with the same key in one call;
 - ``UnprocessedItems``, throttling and transient errors retried with full-jitter exponential backoff
@@ -18,6 +23,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +37,9 @@ from .throttled_log import ThrottledLog
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 25  # DynamoDB's BatchWriteItem limit.
+DEFAULT_PUTS_IN_FLIGHT = 16
+# The sort key must not exist yet: a put never replaces a row (the partition key is implied).
+APPEND_ONLY_CONDITION = f"attribute_not_exists({KEY_EVENT_ID})"
 
 # Transient: the same request may succeed in a moment, so it is retried within the deadline.
 TRANSIENT_CODES = frozenset(
@@ -69,8 +78,13 @@ class WriteResult:
     written: int = 0
     rejected_causes: Counter[str] = field(default_factory=Counter)
     """Items DynamoDB refused as invalid, by cause; retrying them could never succeed."""
+    rejected_rows: list[Row] = field(default_factory=list)
+    """The rows behind ``rejected_causes``."""
     unwritten: list[Row] = field(default_factory=list)
     """Items still owed (DynamoDB down, throttling, a fault a person must fix); the caller keeps them."""
+    existing: int = 0
+    """Append-only mode: rows already in the table (a retry, the other path, or a forgery); kept as
+    they were, and not counted in ``written``."""
     cause: str = ""
     """Why the last unwritten items were not written (an error code or exception name)."""
     throttled: int = 0
@@ -103,6 +117,9 @@ class _Outcome:
     """One invalid item failed the whole call."""
     give_back: bool = False
     """Nothing will change within this call (missing table, credentials, permissions)."""
+    existing: bool = False
+    """Append-only mode: the row was there already."""
+    throttled: bool = False
     error: str = ""
 
 
@@ -116,8 +133,13 @@ class DynamoDBWriter:
         base_backoff: float = 0.05,
         max_backoff: float = 2.0,
         stop_event: threading.Event | None = None,
+        append_only: bool = False,
+        puts_in_flight: int = DEFAULT_PUTS_IN_FLIGHT,
     ) -> None:
         self._client_factory = client_factory
+        self.append_only = append_only
+        self._puts_in_flight = max(1, puts_in_flight)
+        self._pool: ThreadPoolExecutor | None = None
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._base_backoff = base_backoff
@@ -136,6 +158,7 @@ class DynamoDBWriter:
         """In a forked child: never reuse the parent's sockets, locks or log state."""
         client, self._client = self._client, None
         self._client_lock = threading.Lock()
+        self._pool = None  # the parent's threads do not exist here
         self._log = ThrottledLog(logger)
         if client is not None and not owned_client:
             drop_inherited_connections(client)
@@ -147,8 +170,9 @@ class DynamoDBWriter:
         for r in dedupe(rows):
             by_table.setdefault(r[0], []).append(r)
         # One table per call: a missing or forbidden table fails a whole call, never its neighbours.
+        write_table = self._put_table if self.append_only else self._write_table
         for table_rows in by_table.values():
-            unwritten, cause = self._write_table(table_rows, deadline, result)
+            unwritten, cause = write_table(table_rows, deadline, result)
             if unwritten:
                 result.unwritten.extend(unwritten)
                 result.cause = cause
@@ -188,8 +212,70 @@ class DynamoDBWriter:
                 attempt = 0
         return [*singles, *pending], cause
 
+    def close(self) -> None:
+        """Let the put threads go (append-only mode). The writer still works afterwards."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _put_table(self, rows: list[Row], deadline: float, result: WriteResult) -> tuple[list[Row], str]:
+        """Append-only: one conditional PutItem per row, several in flight, retried in rounds."""
+        if self._pool is None:
+            with self._client_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._puts_in_flight, thread_name_prefix="his-otel-put")
+        pending = rows
+        attempt = 0
+        cause = ""
+        while pending and time.monotonic() < deadline and not self.stop_event.is_set():
+            retry: list[Row] = []
+            give_back: list[Row] = []
+            outcomes = self._pool.map(lambda r: self._put(r, deadline), pending)
+            for row, outcome in zip(pending, outcomes, strict=True):
+                result.calls += outcome.error != "deadline"
+                result.written += outcome.written
+                result.existing += outcome.existing
+                result.throttled += outcome.throttled
+                if outcome.written or outcome.existing:
+                    continue
+                if outcome.split:
+                    self._reject(row, outcome.error, result)
+                elif outcome.give_back:
+                    give_back.append(row)
+                    cause = outcome.error
+                else:
+                    retry.append(row)
+                    cause = outcome.error or cause
+            if give_back:
+                return [*give_back, *retry], cause
+            pending = retry
+            if pending:
+                attempt += 1
+                delay = random.uniform(0, min(self._max_backoff, self._base_backoff * (2**attempt)))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.stop_event.wait(min(delay, remaining)):
+                    break
+        return pending, cause
+
+    def _put(self, row: Row, deadline: float) -> _Outcome:
+        """One conditional put, on a pool thread; the caller counts its outcome."""
+        if time.monotonic() >= deadline or self.stop_event.is_set():
+            return _Outcome(retry=[row], error="deadline")
+        table, item = row
+        try:
+            with suppress_instrumentation():
+                self.client().put_item(TableName=table, Item=item, ConditionExpression=APPEND_ONLY_CONDITION)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return _Outcome(existing=True)
+            return self._failure(e, [row])
+        except Exception as e:
+            return self._failure(e, [row])
+        return _Outcome(written=1)
+
     def _reject(self, row: Row, error: str, result: WriteResult) -> None:
         result.rejected_causes["ValidationException"] += 1
+        result.rejected_rows.append(row)
         _, session_id, event_id = _key(row)
         self._log.warning(
             "validation",
@@ -208,15 +294,29 @@ class DynamoDBWriter:
         try:
             with suppress_instrumentation():
                 response = self.client().batch_write_item(RequestItems=request)
-        except ClientError as e:
+        except Exception as e:
+            outcome = self._failure(e, chunk)
+            result.throttled += outcome.throttled
+            return outcome
+        unprocessed = response.get("UnprocessedItems") or {}
+        retry: list[Row] = [
+            (table, req["PutRequest"]["Item"]) for table, reqs in unprocessed.items() for req in reqs
+        ]
+        if retry:
+            result.throttled += 1
+        written = len(chunk) - len(retry)
+        result.written += written
+        return _Outcome(written=written, retry=retry, error="UnprocessedItems" if retry else "")
+
+    def _failure(self, e: Exception, chunk: list[Row]) -> _Outcome:
+        """What a failed call means for its rows: split, retry now, or hand back."""
+        if isinstance(e, ClientError):
             code = str(e.response.get("Error", {}).get("Code", "")) or "ClientError"
             if code == "ValidationException":
                 return _Outcome(split=True, error=code)
             if code in TRANSIENT_CODES:
-                if code in THROTTLE_CODES:
-                    result.throttled += 1
                 self._log.warning(code, "code=<%s>, error=<%s> | DynamoDB write failed, will retry", code, e)
-                return _Outcome(retry=chunk, error=code)
+                return _Outcome(retry=chunk, error=code, throttled=code in THROTTLE_CODES)
             self._log.error(
                 code,
                 "table=<%s>, code=<%s>, error=<%s> | DynamoDB refused the write: %s; rows are kept and"
@@ -227,23 +327,13 @@ class DynamoDBWriter:
                 ADVICE.get(code, "check the table, region and credentials"),
             )
             return _Outcome(give_back=True, error=code)
-        except BotoCoreError as e:
-            name = type(e).__name__
+        name = type(e).__name__
+        if isinstance(e, BotoCoreError):
             if name in ADVICE:
                 self._log.error(name, "error=<%s> | cannot sign DynamoDB requests: %s", e, ADVICE[name])
                 return _Outcome(give_back=True, error=name)
             self._log.warning(name, "error=<%s> | DynamoDB unreachable, will retry", e)
             return _Outcome(retry=chunk, error=name)
-        except Exception as e:  # a broken client factory or an unexpected botocore failure
-            name = type(e).__name__
-            self._log.error(name, "error=<%r> | DynamoDB write failed", e)
-            return _Outcome(give_back=True, error=name)
-        unprocessed = response.get("UnprocessedItems") or {}
-        retry: list[Row] = [
-            (table, req["PutRequest"]["Item"]) for table, reqs in unprocessed.items() for req in reqs
-        ]
-        if retry:
-            result.throttled += 1
-        written = len(chunk) - len(retry)
-        result.written += written
-        return _Outcome(written=written, retry=retry, error="UnprocessedItems" if retry else "")
+        # A broken client factory or an unexpected botocore failure.
+        self._log.error(name, "error=<%r> | DynamoDB write failed", e)
+        return _Outcome(give_back=True, error=name)

@@ -25,7 +25,7 @@ from ..schema import (
     to_item,
 )
 from .client import ClientSource
-from .dynamodb import DynamoDBWriter, Row, WriteResult
+from .dynamodb import DEFAULT_PUTS_IN_FLIGHT, DynamoDBWriter, Row, WriteResult
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -58,10 +58,14 @@ class ExportOutcome:
 
     written: int = 0
     rejected_causes: Counter[str] = field(default_factory=Counter)
+    rejected_milestones: list[Milestone] = field(default_factory=list)
+    """The milestones behind ``rejected_causes``: they can never become rows."""
     unwritten: list[Milestone] = field(default_factory=list)
     cause: str = ""
     """Why ``unwritten`` were not written (an error code or exception name)."""
     throttled: int = 0
+    existing: int = 0
+    """Append-only: rows that were in the table already, left as they were."""
 
     @property
     def rejected(self) -> int:
@@ -111,6 +115,9 @@ class DynamoDBSpanExporter(SpanExporter):
             exporter maps from spans (the bridge); in process, ``configure()`` applies it at emission.
         message_filter: Called per milestone to rewrite its text (redaction) before it is written;
             the same split as ``message_mode``.
+        append_only: Never replace a row that exists (conditional PutItem, several in flight) instead
+            of BatchWriteItem: what the bridge does, since any sender that reaches it can write.
+        puts_in_flight: Conditional puts at once, in append-only mode.
     """
 
     def __init__(
@@ -126,6 +133,8 @@ class DynamoDBSpanExporter(SpanExporter):
         max_message_bytes: int | None = None,
         message_mode: str | None = None,
         message_filter: MessageFilter | None = None,
+        append_only: bool = False,
+        puts_in_flight: int | None = None,
     ) -> None:
         self.table_name = config.resolve_str(table_name, config.ENV_TABLE)
         self.honor_event_table = honor_event_table
@@ -149,12 +158,20 @@ class DynamoDBSpanExporter(SpanExporter):
         self._source = ClientSource(
             client=client, session=session, region_name=region_name, endpoint_url=endpoint_url
         )
-        self._writer = DynamoDBWriter(self._source.factory())
+        self._writer = DynamoDBWriter(
+            self._source.factory(),
+            append_only=append_only,
+            puts_in_flight=puts_in_flight or DEFAULT_PUTS_IN_FLIGHT,
+        )
         self._shutdown = threading.Event()
         self._log = ThrottledLog(logger)
         self._counts_lock = threading.Lock()
         self.rows_written = 0
         self.rows_rejected = 0
+
+    @property
+    def append_only(self) -> bool:
+        return self._writer.append_only
 
     @property
     def client(self) -> Any:
@@ -203,6 +220,7 @@ class DynamoDBSpanExporter(SpanExporter):
                 )
             if row is None:
                 outcome.rejected_causes["invalid"] += 1
+                outcome.rejected_milestones.append(m)
                 continue
             rows.append(row)
             by_key[(row[0], m.session_id, m.event_id)] = m
@@ -212,9 +230,13 @@ class DynamoDBSpanExporter(SpanExporter):
         outcome.rejected_causes.update(result.rejected_causes)
         outcome.cause = result.cause
         outcome.throttled = result.throttled
-        outcome.unwritten = [
-            by_key[(t, item["session_id"]["S"], item["event_id"]["S"])] for t, item in result.unwritten
-        ]
+        outcome.existing = result.existing
+
+        def of_rows(rows: list[Row]) -> list[Milestone]:
+            return [by_key[(t, item["session_id"]["S"], item["event_id"]["S"])] for t, item in rows]
+
+        outcome.unwritten = of_rows(result.unwritten)
+        outcome.rejected_milestones.extend(of_rows(result.rejected_rows))
         with self._counts_lock:
             self.rows_written += outcome.written
             self.rows_rejected += outcome.rejected
@@ -244,6 +266,7 @@ class DynamoDBSpanExporter(SpanExporter):
         """Stop accepting work and cut short any retry wait. Idempotent."""
         self._shutdown.set()
         self._writer.stop_event.set()
+        self._writer.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         # Every export is synchronous: nothing is buffered here.

@@ -36,6 +36,9 @@ class ThrottledLog:
             args = (*args, suppressed)
         self._logger.log(level, msg, *args)
 
+    def info(self, key: str, msg: str, *args: Any) -> None:
+        self.log(logging.INFO, key, msg, *args)
+
     def warning(self, key: str, msg: str, *args: Any) -> None:
         self.log(logging.WARNING, key, msg, *args)
 

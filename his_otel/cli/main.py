@@ -9,13 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .. import __version__, config
+from ..demo import DEFAULT_DEMO_TABLE
+from ..write.table import TableError, explain, make_client
+from .bridge import add_bridge_arguments
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DEMO_TABLE = "his-otel-demo"
 
 
 class CLIError(Exception):
@@ -30,48 +30,13 @@ def _endpoint(args: argparse.Namespace) -> str | None:
     )
 
 
-def make_client(endpoint: str | None) -> Any:
-    import boto3
-
-    try:
-        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what Lambda and AgentCore set.
-        return boto3.client("dynamodb", endpoint_url=endpoint, region_name=config.resolve_region())
-    except Exception as e:  # botocore's NoRegionError and friends
-        raise _explain(e, endpoint) from e
-
-
-def _explain(e: Exception, endpoint: str | None) -> CLIError:
-    """Turn boto3's errors into sentences that say what to do."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
-
-    where = endpoint or "AWS"
-    if isinstance(e, NoCredentialsError):
-        return CLIError(
-            "no AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or point"
-            " --endpoint at a local DynamoDB (`his-otel demo` starts one for you)."
-        )
-    if isinstance(e, NoRegionError):
-        return CLIError(
-            "no AWS region configured: neither AWS_REGION nor AWS_DEFAULT_REGION is set and the AWS"
-            " profile names none. Set AWS_REGION (e.g. export AWS_REGION=us-east-1)."
-        )
-    if isinstance(e, EndpointConnectionError):
-        return CLIError(f"cannot reach DynamoDB at {where}: {e}")
-    if isinstance(e, ClientError):
-        code = e.response.get("Error", {}).get("Code", "")
-        if code == "ResourceNotFoundException":
-            return CLIError(f"table not found at {where}. Create it with: his-otel create-table NAME")
-        return CLIError(f"DynamoDB at {where} refused the request ({code}): {e}")
-    return CLIError(f"{type(e).__name__}: {e}")
-
-
 def _guarded(fn: Callable[[], int], endpoint: str | None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return fn()
     except (BotoCoreError, ClientError) as e:
-        raise _explain(e, endpoint) from e
+        raise explain(e, endpoint) from e
 
 
 def _table(args: argparse.Namespace) -> str:
@@ -82,7 +47,7 @@ def _table(args: argparse.Namespace) -> str:
 
 
 def cmd_create_table(args: argparse.Namespace) -> int:
-    from .table import create_table
+    from ..write.table import create_table
 
     endpoint = _endpoint(args)
     client = make_client(endpoint)
@@ -96,7 +61,7 @@ def cmd_create_table(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from .timeline import Follower
+    from ..read.follow import Follower
 
     table = _table(args)
     endpoint = _endpoint(args)
@@ -120,33 +85,27 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from .bridge import Bridge
+    from .bridge import run_bridge
 
     try:
-        bridge = Bridge(args.table, host=args.host, port=args.port, endpoint_url=args.endpoint)
-        bridge.bind()
+        return run_bridge(args)
     except ValueError as e:
         raise CLIError(str(e)) from e
     except OSError as e:
-        raise CLIError(f"cannot listen on {args.host or '127.0.0.1'}:{args.port}: {e}") from e
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    bridge.start()
-    print(f"his-otel bridge on {bridge.url}/v1/traces -> table {bridge.exporter.table_name}", flush=True)
-    stop.wait()
-    drained = bridge.shutdown(timeout_s=args.drain_timeout)
-    print(f"his-otel bridge stopped ({'drained' if drained else 'some requests cut off'})", flush=True)
-    return 0 if drained else 1
+        raise CLIError(f"cannot listen: {e}") from e
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
-    return run_demo(args)
+    return run_demo(
+        table=args.table,
+        session_id=args.session_id,
+        endpoint=_endpoint(args),
+        use_aws=args.use_aws,
+        turn_delay=args.turn_delay,
+        out=sys.stdout,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,16 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--endpoint", default=None, help=endpoint_help)
     create.set_defaults(func=cmd_create_table)
 
-    bridge = sub.add_parser("bridge", help="receive OTLP/HTTP traces and write their milestones as rows")
-    bridge.add_argument("--table", default=None, help=f"the one table it writes (else {config.ENV_TABLE})")
-    bridge.add_argument(
-        "--host", default=None, help="listen address (else HIS_OTEL_BRIDGE_HOST, else 127.0.0.1)"
+    bridge = sub.add_parser(
+        "bridge", help="receive OTLP traces (HTTP and gRPC) and write their milestones as rows"
     )
-    bridge.add_argument("--port", type=int, default=None, help="port (else HIS_OTEL_BRIDGE_PORT, else 4319)")
-    bridge.add_argument("--endpoint", default=None, help=endpoint_help)
-    bridge.add_argument(
-        "--drain-timeout", type=float, default=30.0, help="seconds to finish accepted requests on SIGTERM"
-    )
+    add_bridge_arguments(bridge, endpoint_help)
     bridge.set_defaults(func=cmd_bridge)
 
     tail = sub.add_parser("tail", help="print a session's rows in order")
@@ -213,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except CLIError as e:
+    except (CLIError, TableError) as e:
         print(f"his-otel: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

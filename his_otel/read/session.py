@@ -1,32 +1,8 @@
-"""The status table: create it, and read a session's rows in order."""
+"""Reading a session's rows back, in sort-key (emission) order."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from ..schema import KEY_EVENT_ID, KEY_SESSION_ID
-
-
-def create_table(client: Any, name: str, *, wait: bool = True) -> bool:
-    """Create the status table (on-demand billing). Returns False when it already existed."""
-    try:
-        client.create_table(
-            TableName=name,
-            AttributeDefinitions=[
-                {"AttributeName": KEY_SESSION_ID, "AttributeType": "S"},
-                {"AttributeName": KEY_EVENT_ID, "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": KEY_SESSION_ID, "KeyType": "HASH"},
-                {"AttributeName": KEY_EVENT_ID, "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    except client.exceptions.ResourceInUseException:
-        return False
-    if wait:
-        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    return True
 
 
 def _plain(item: dict[str, dict[str, Any]]) -> dict[str, Any]:

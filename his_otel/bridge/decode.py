@@ -1,7 +1,7 @@
-"""OTLP/HTTP trace request bodies -> spans the exporter reads. Decoding is the OTLP protobuf
-package's (``opentelemetry-proto``); this module only undoes transport encodings and maps
-protobuf spans onto the SDK's ``ReadableSpan``, so the bridge and the in-process path share one
-mapping (``milestones_of`` -> ``milestone_from_event`` -> ``to_item``)."""
+"""OTLP trace requests -> spans the exporter reads. Decoding is the OTLP protobuf package's
+(``opentelemetry-proto``); this module only undoes HTTP transport encodings, repairs what OTLP/JSON
+senders get wrong, and maps protobuf spans onto the SDK's ``ReadableSpan``, so the bridge and the
+in-process path share one mapping (``milestones_of`` -> ``milestone_from_event`` -> ``to_item``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from ..schema import EVENT_NAME
+from ..schema import EVENT_NAME, clean_text
 
 PROTOBUF = "application/x-protobuf"
 _NO_RESOURCE = Resource.get_empty()
@@ -27,7 +27,7 @@ JSON = "application/json"
 
 
 class BadRequestError(ValueError):
-    """The body cannot be decoded (HTTP 400)."""
+    """The body cannot be decoded (HTTP 400, gRPC INVALID_ARGUMENT)."""
 
 
 class TooLargeError(ValueError):
@@ -61,23 +61,30 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise BadRequestError(f"invalid {encoding} body: {e}") from e
 
 
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 
 
-def _hex_ids_to_base64(node: Any) -> None:
-    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64 for bytes fields."""
+def _prepare_json(node: Any) -> Any:
+    """OTLP/JSON as protobuf's JSON mapping reads it: ids from hex to base64 (OTLP/JSON writes hex,
+    protobuf expects base64 for bytes), and every lone surrogate (``JSON.stringify`` emits them for
+    half an emoji) replaced by U+FFFD in its own field, so one bad string costs no batch."""
     if isinstance(node, dict):
+        out = {}
         for key, value in node.items():
             if key in _ID_FIELDS and isinstance(value, str):
                 try:
-                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                    value = base64.b64encode(bytes.fromhex(value)).decode()
                 except ValueError as e:
                     raise BadRequestError(f"{key} is not hex: {value[:40]!r}") from e
             else:
-                _hex_ids_to_base64(value)
-    elif isinstance(node, list):
-        for item in node:
-            _hex_ids_to_base64(item)
+                value = _prepare_json(value)
+            out[clean_text(key)] = value
+        return out
+    if isinstance(node, list):
+        return [_prepare_json(item) for item in node]
+    if isinstance(node, str):
+        return clean_text(node)
+    return node
 
 
 def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
@@ -91,8 +98,8 @@ def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
         return request
     if kind == JSON:
         try:
-            document = json.loads(body)
-            _hex_ids_to_base64(document)
+            # Invalid UTF-8 bytes become U+FFFD too, rather than failing the whole body.
+            document = _prepare_json(json.loads(body.decode("utf-8", errors="replace")))
             json_format.ParseDict(document, request, ignore_unknown_fields=True)
         except BadRequestError:
             raise

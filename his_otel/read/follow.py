@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .table import session_rows
+from .session import session_rows
 
 _MESSAGE_WIDTH = 90
 # Rows can land out of order (a retried batch lands after a later one); re-read this far back.

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from strands import tool
 
-from .. import config
-from ..agent.his_agent import HISAgent
-from ..emit import milestone
-from ..models.scripted import ScriptedModel, ToolCall
-from ..schema import EventType
-from ..tracing import configure
+from . import config
+from .agent.his_agent import HISAgent
+from .emit import milestone
+from .models.scripted import ScriptedModel, ToolCall
+from .schema import EventType
+from .tracing import configure
+
+DEFAULT_DEMO_TABLE = "his-otel-demo"
 
 EXPECTED = (
     EventType.START,
@@ -81,26 +82,36 @@ def demo_script() -> list[Any]:
     ]
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from .cli import DEFAULT_DEMO_TABLE, CLIError, _endpoint, _explain, make_client
-    from .local_dynamodb import LOCAL_ENV, LocalDynamoDB
-    from .table import create_table
-    from .timeline import Follower
+def run_demo(
+    *,
+    table: str | None = None,
+    session_id: str | None = None,
+    endpoint: str | None = None,
+    use_aws: bool = False,
+    turn_delay: float = 0.3,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run the demo agent and print its rows as they land; 0 when every expected row arrived.
 
-    table = config.resolve_str(args.table or None, config.ENV_TABLE, DEFAULT_DEMO_TABLE)
-    session_id = args.session_id or f"demo-{uuid.uuid4().hex[:8]}"
-    endpoint = _endpoint(args)
-    out = sys.stdout
+    Raises:
+        TableError: DynamoDB cannot be reached or the table cannot be created (what to do, in words).
+    """
+    from .read.follow import Follower
+    from .testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
+    from .write.table import TableError, create_table, explain, make_client
+
+    table = config.resolve_str(table or None, config.ENV_TABLE, DEFAULT_DEMO_TABLE)
+    session_id = session_id or f"demo-{uuid.uuid4().hex[:8]}"
 
     stack_has_local = False
     with contextlib.ExitStack() as stack:
-        if not endpoint and not args.use_aws:
+        if not endpoint and not use_aws:
             stack_has_local = True
             local = LocalDynamoDB()
             try:
                 endpoint = local.start()
             except Exception as e:
-                raise CLIError(str(e)) from e
+                raise TableError(str(e)) from e
             stack.callback(local.stop)
             # moto takes any credentials; real ones are never sent to it.
             os.environ.update(LOCAL_ENV)
@@ -115,7 +126,7 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             created = create_table(client, table)
         except Exception as e:
-            raise _explain(e, endpoint) from e
+            raise explain(e, endpoint) from e
         out.write(f"table {table} {'created' if created else 'exists'}; session {session_id}\n\n")
 
         handle = configure(table, service_name="his-otel-demo")
@@ -128,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
             agent_id="support-agent",
             name="support-agent",
             user="demo-user",
-            model=ScriptedModel(demo_script(), model_id="scripted-demo-model", delay_s=args.turn_delay),
+            model=ScriptedModel(demo_script(), model_id="scripted-demo-model", delay_s=turn_delay),
             tools=[search_knowledge_base, get_order, get_shipping_status],
             system_prompt="You are a support agent deciding refunds.",
         )

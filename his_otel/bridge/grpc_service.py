@@ -1,0 +1,145 @@
+"""OTLP/gRPC: ``TraceService/Export`` on grpcio's asyncio server, in the same event loop as HTTP.
+
+Status codes as OTLP specifies: retryable failures are UNAVAILABLE (DynamoDB down, the table missing,
+the bridge busy or stopping) or RESOURCE_EXHAUSTED (DynamoDB throttling), both with a RetryInfo
+delay, which the collector needs to retry RESOURCE_EXHAUSTED at all; INVALID_ARGUMENT is never
+retried; UNAUTHENTICATED for a missing or wrong token; partial success in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from ..write.throttled_log import ThrottledLog
+from .auth import TokenCheck
+from .ingest import RETRY_AFTER_S, Answer, Ingest
+from .limits import Limits, Slots
+
+logger = logging.getLogger(__name__)
+
+
+def _retry_trailers(code: grpc.StatusCode, message: str, delay_s: int) -> tuple[tuple[str, bytes], ...]:
+    """RetryInfo where each kind of sender looks for it: in the status details (the collector, Go and
+    Java SDKs) and as ``google.rpc.retryinfo-bin`` (the Python SDK)."""
+    info = RetryInfo(retry_delay=Duration(seconds=delay_s))
+    detail = AnyProto()
+    detail.Pack(info)
+    status = Status(code=code.value[0], message=message, details=[detail])
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
+
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class TraceService:
+    """``TraceService/Export``. It takes the request's bytes and parses them itself: grpcio answers a
+    request its deserializer cannot parse with UNKNOWN, where OTLP wants INVALID_ARGUMENT."""
+
+    def __init__(self, ingest: Ingest, slots: Slots, token: TokenCheck, is_stopping: Any) -> None:
+        self._ingest = ingest
+        self._slots = slots
+        self._token = token
+        self._is_stopping = is_stopping
+        self._log = ThrottledLog(logger)
+
+    async def _retry(
+        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str, delay_s: int
+    ) -> None:
+        self._ingest.count(retry_requests=1)
+        await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, delay_s))
+
+    async def export(
+        self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ExportTraceServiceResponse:
+        metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
+        authorization = metadata.get("authorization")
+        if not self._token.allows(authorization if isinstance(authorization, str) else None):
+            self._ingest.count(rejected_requests=1)
+            self._log.info("401", "request refused: missing or wrong bearer token (gRPC)")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        if self._is_stopping():
+            await self._retry(context, grpc.StatusCode.UNAVAILABLE, "bridge shutting down", RETRY_AFTER_S)
+        try:
+            request = ExportTraceServiceRequest.FromString(body)
+        except (DecodeError, ValueError, RecursionError) as e:
+            self._ingest.count(rejected_requests=1)
+            self._log.info("400", "error=<%s> | request refused: not an OTLP trace request (gRPC)", e)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid protobuf body: {e}")
+        if not self._slots.take():
+            await self._retry(context, grpc.StatusCode.UNAVAILABLE, "bridge busy", 1)
+        try:
+            verdict = await asyncio.get_running_loop().run_in_executor(
+                self._slots.executor, self._ingest.handle, request
+            )
+        except asyncio.CancelledError:
+            self._ingest.count(cut_off_requests=1)  # the grace period ended: the sender will send it again
+            raise
+        finally:
+            self._slots.give()
+        if verdict.answer is Answer.THROTTLED:
+            await self._retry(context, grpc.StatusCode.RESOURCE_EXHAUSTED, verdict.message, RETRY_AFTER_S)
+        if verdict.answer is Answer.UNAVAILABLE:
+            await self._retry(context, grpc.StatusCode.UNAVAILABLE, verdict.message, RETRY_AFTER_S)
+        response = ExportTraceServiceResponse()
+        if verdict.rejected_spans:
+            response.partial_success.rejected_spans = verdict.rejected_spans
+            response.partial_success.error_message = verdict.message
+        return response
+
+
+def grpc_options(limits: Limits, *, reuse_port: bool) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", limits.max_body_bytes),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        # Several bridge processes may share one port (``--workers``); one alone must not.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # Idle connections go, so a crowd of idle clients cannot hold resources for ever.
+        ("grpc.max_connection_idle_ms", 5 * 60_000),
+    ]
+
+
+async def start_grpc(
+    host: str,
+    port: int,
+    ingest: Ingest,
+    limits: Limits,
+    slots: Slots,
+    token: TokenCheck,
+    is_stopping: Any,
+    *,
+    reuse_port: bool,
+) -> tuple[grpc.aio.Server, int]:
+    """Serve TraceService on ``host:port`` (0: a free port); returns the server and its port."""
+    server = grpc.aio.server(
+        options=grpc_options(limits, reuse_port=reuse_port), maximum_concurrent_rpcs=limits.max_connections
+    )
+    service = TraceService(ingest, slots, token, is_stopping)
+    export: grpc.RpcMethodHandler[bytes, ExportTraceServiceResponse] = grpc.unary_unary_rpc_method_handler(
+        service.export, response_serializer=ExportTraceServiceResponse.SerializeToString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": export}),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"cannot listen for gRPC on {address}: {e}") from e
+    if not bound:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    return server, bound

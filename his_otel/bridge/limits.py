@@ -1,0 +1,74 @@
+"""The bridge's limits, shared by both protocols, and the work they guard."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .. import config
+
+ENV_MAX_BODY = "HIS_OTEL_BRIDGE_MAX_BODY_BYTES"
+ENV_MAX_CONCURRENCY = "HIS_OTEL_BRIDGE_MAX_CONCURRENCY"
+ENV_MAX_CONNECTIONS = "HIS_OTEL_BRIDGE_MAX_CONNECTIONS"
+ENV_BODY_TIMEOUT = "HIS_OTEL_BRIDGE_BODY_TIMEOUT_MS"
+ENV_WRITE_TIMEOUT = "HIS_OTEL_BRIDGE_WRITE_TIMEOUT_MS"
+
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+DEFAULT_MAX_CONCURRENCY = 8
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_BODY_TIMEOUT_MS = 30_000
+DEFAULT_WRITE_TIMEOUT_MS = 5_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    """Largest request, compressed and decompressed (HTTP 413; gRPC RESOURCE_EXHAUSTED from grpcio)."""
+    max_concurrency: int
+    """Requests read and written at once, counted before a body is read; more are told to retry."""
+    max_connections: int
+    """Open HTTP connections (uvicorn answers 503 beyond) and gRPC calls in progress (grpcio's cap)."""
+    body_timeout_s: float
+    """Deadline to receive a whole HTTP body once its turn came (408 and the connection closed)."""
+    write_timeout_s: float
+    """How long one request may spend writing before it is answered "retry"."""
+
+    @classmethod
+    def resolve(
+        cls,
+        max_body_bytes: int | None = None,
+        max_concurrency: int | None = None,
+        max_connections: int | None = None,
+        body_timeout_millis: int | None = None,
+        write_timeout_millis: int | None = None,
+    ) -> Limits:
+        return cls(
+            max_body_bytes=config.resolve_int(max_body_bytes, ENV_MAX_BODY, DEFAULT_MAX_BODY),
+            max_concurrency=config.resolve_int(max_concurrency, ENV_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+            max_connections=config.resolve_int(max_connections, ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS),
+            body_timeout_s=config.resolve_int(body_timeout_millis, ENV_BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_MS)
+            / 1000,
+            write_timeout_s=config.resolve_int(
+                write_timeout_millis, ENV_WRITE_TIMEOUT, DEFAULT_WRITE_TIMEOUT_MS
+            )
+            / 1000,
+        )
+
+
+class Slots:
+    """Requests in progress across both protocols. Used from the server's one event loop thread only,
+    so a counter is enough; a request over the limit is turned away at once, never queued."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limit = limits.max_concurrency
+        self.busy = 0
+        self.executor = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix="his-otel-bridge")
+
+    def take(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def give(self) -> None:
+        self.busy -= 1

@@ -1,1 +1,0 @@
-"""Serve: the command line (demo, create-table, tail) and the embedded local DynamoDB."""
