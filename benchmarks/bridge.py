@@ -1,31 +1,40 @@
-"""6. The bridge: spans/s and rows/s from the real OTLP exporter (HTTP/protobuf, gzip, batches of
-512 spans as the collector's batch processor sends) through `his-otel bridge` (its own process,
-as deployed) into moto, vs the in-process exporter writing the same milestones. One sender, then
-four at once (the collector's sending queue sends concurrently); rounds alternate."""
+"""6. The bridge: rows/s from real OTLP exporters (HTTP/protobuf and gRPC, gzip, batches of 512
+spans as the collector's batch processor sends, 4 senders at once as its sending queue does) through
+`his-otel bridge` in its own processes (1, 2, 4 workers), append-only (conditional PutItem) and plain
+(BatchWriteItem, which a sender could use to overwrite rows), into moto. The reference is the
+in-process DynamoDBSpanExporter writing the same kind of spans, measured in the same run, before
+each bridge configuration."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
+from collections.abc import Callable
 
+import grpc
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from benchmarks.common import Moto, Row, median
 from his_otel import DynamoDBSpanExporter
+from his_otel.read import session_rows
 from his_otel.schema import EVENT_NAME, Milestone, event_attributes
-from his_otel.testing.local_dynamodb import free_port
 
 BATCH = 512
+SENDERS = 4
 SPANS_PER_MILESTONE_SPAN = 4  # an agent's trace: most spans (chat, tools) carry no milestone
+LINE = re.compile(r"OTLP/HTTP on (http://[^ ]+)/v1/traces, OTLP/gRPC on ([^ ]+) -> table")
+
+Send = Callable[[list[ReadableSpan]], SpanExportResult]
 
 
 def make_spans(n_spans: int, session: str) -> list[ReadableSpan]:
@@ -44,85 +53,92 @@ def make_spans(n_spans: int, session: str) -> list[ReadableSpan]:
     return list(mem.get_finished_spans())
 
 
-def send_all(spans: list[ReadableSpan], senders: int, send: object) -> float:
+def send_all(spans: list[ReadableSpan], make_send: Callable[[], Send]) -> float:
+    """Seconds for SENDERS threads, each with its own exporter, to send ``spans`` in batches."""
     batches = [spans[i : i + BATCH] for i in range(0, len(spans), BATCH)]
-    todo = list(batches)
     lock = threading.Lock()
     failures: list[object] = []
+    sends = [make_send() for _ in range(SENDERS)]
 
-    def worker() -> None:
+    def worker(send: Send) -> None:
         while True:
             with lock:
-                if not todo:
+                if not batches:
                     return
-                batch = todo.pop()
-            if send(batch) != SpanExportResult.SUCCESS:  # type: ignore[operator]
+                batch = batches.pop()
+            if send(batch) != SpanExportResult.SUCCESS:
                 failures.append(batch)
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(senders)]
+    threads = [threading.Thread(target=worker, args=(send,)) for send in sends]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not failures
+    assert not failures, f"{len(failures)} batches not delivered"
     return time.perf_counter() - t0
 
 
+class BridgeProcesses:
+    """``his-otel bridge --workers N`` on free ports, as deployed."""
+
+    def __init__(self, table: str, workers: int, append_only: bool) -> None:
+        env = {**os.environ, "HIS_OTEL_BRIDGE_APPEND_ONLY": "1" if append_only else "0"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "his_otel.cli", "bridge", "--table", table, "--port", "0",
+             "--grpc-port", "0", "--workers", str(workers)],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        match = LINE.search(self.proc.stdout.readline())
+        assert match, "the bridge did not start"
+        self.url, self.grpc_target = match.group(1), match.group(2)
+
+    def sender(self, protocol: str) -> Send:
+        if protocol == "grpc":
+            return GrpcExporter(
+                endpoint=self.grpc_target, insecure=True, compression=grpc.Compression.Gzip
+            ).export
+        return HttpExporter(endpoint=f"{self.url}/v1/traces", compression=Compression.Gzip).export
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
 def run(moto: Moto, quick: bool) -> list[Row]:
-    n_spans = 2_048 if quick else 8_192
-    rounds = 2 if quick else 3
+    n_spans = 1_024 if quick else 4_096
+    rounds = 1 if quick else 2
+    rows_per_run = (n_spans // SPANS_PER_MILESTONE_SPAN) * 2
+    configs: list[tuple[int, bool, str]] = [
+        (workers, True, protocol)
+        for workers in ((1, 2) if quick else (1, 2, 4))
+        for protocol in ("http", "grpc")
+    ]
+    configs += [(1, False, "http"), (1, False, "grpc")]
     table = moto.new_table()
-    port = free_port()
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "his_otel.cli", "bridge", "--table", table, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    try:
-        assert bridge.stdout is not None and "his-otel bridge on" in bridge.stdout.readline()
-        otlp = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", compression=Compression.Gzip)
-        direct = DynamoDBSpanExporter(table)
-        results: dict[tuple[str, int], list[float]] = {}
-        rows_per_run = (n_spans // SPANS_PER_MILESTONE_SPAN) * 2
-        for r in range(rounds):
-            for senders in (1, 4):
-                ways = [("bridge", otlp.export), ("in-process", direct.export)]
-                for name, send in ways if r % 2 == 0 else ways[::-1]:
-                    spans = make_spans(n_spans, f"{name}-{uuid.uuid4().hex[:6]}")
-                    results.setdefault((name, senders), []).append(send_all(spans, senders, send))
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            assert b'"rows_rejected": 0' in response.read()
-    finally:
-        bridge.terminate()
-        bridge.wait(timeout=30)
-    rows: list[Row] = []
-    label = "in-process DynamoDBSpanExporter, same spans"
-    for senders in (1, 4):
-        bridge_s = median(results[("bridge", senders)])
-        direct_s = median(results[("in-process", senders)])
-        tag = f"{senders} sender{'s' if senders > 1 else ''}"
-        rows.append(
-            Row(
-                "6 bridge",
-                f"spans/s, {tag}",
-                n_spans / bridge_s,
-                n_spans / direct_s,
-                label,
-                "spans/s",
-                "higher",
-            )
-        )
-        rows.append(
-            Row(
-                "6 bridge",
-                f"rows/s, {tag}",
-                rows_per_run / bridge_s,
-                rows_per_run / direct_s,
-                label,
-                "rows/s",
-                "higher",
-            )
-        )
-    return rows
+    direct = DynamoDBSpanExporter(table)
+    reference: list[float] = []
+    results: dict[tuple[int, bool, str], list[float]] = {}
+    for _ in range(rounds):
+        for workers, append_only, protocol in configs:
+            session = f"ref-{uuid.uuid4().hex[:6]}"
+            reference.append(rows_per_run / send_all(make_spans(n_spans, session), lambda: direct.export))
+            bridge = BridgeProcesses(table, workers, append_only)
+            try:
+                session = f"bridge-{uuid.uuid4().hex[:6]}"
+                spans = make_spans(n_spans, session)
+                elapsed = send_all(spans, lambda b=bridge, p=protocol: b.sender(p))  # type: ignore[misc]
+            finally:
+                bridge.stop()
+            landed = len(session_rows(moto.client, table, session))
+            assert landed == rows_per_run, f"{landed} of {rows_per_run} rows landed"
+            results.setdefault((workers, append_only, protocol), []).append(rows_per_run / elapsed)
+    label = f"in-process DynamoDBSpanExporter (BatchWriteItem), {SENDERS} senders, same run"
+    ref = median(reference)
+    out: list[Row] = []
+    for (workers, append_only, protocol), rates in results.items():
+        mode = "conditional" if append_only else "plain"
+        metric = f"rows/s, {protocol}, {workers} proc, {mode}"
+        out.append(Row("6 bridge", metric, median(rates), ref, label, "rows/s", "higher"))
+    return out

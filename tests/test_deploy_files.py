@@ -150,7 +150,7 @@ def test_compose_wiring(compose: dict[str, Any]) -> None:
     assert creator["depends_on"]["dynamodb"]["condition"] == "service_healthy"
     assert "healthcheck" in bridge and "healthcheck" in services["dynamodb"]
     # The bridge's health check asks the port the bridge listens on.
-    assert f":{_flag(bridge['command'], '--port')}/health" in " ".join(bridge["healthcheck"]["test"])
+    assert f":{_flag(bridge['command'], '--port')}/ready" in " ".join(bridge["healthcheck"]["test"])
 
 
 def test_images_are_pinned(compose: dict[str, Any]) -> None:

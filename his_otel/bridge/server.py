@@ -27,7 +27,7 @@ from typing import Any
 import uvicorn
 
 from .. import config
-from ..write.exporter import DynamoDBSpanExporter
+from ..write.exporter import DynamoDBSpanExporter, MessageFilter
 from .auth import TokenCheck, check_bind, resolve_token
 from .grpc_service import start_grpc
 from .http_app import OTLPHttpApp
@@ -75,6 +75,8 @@ class Bridge:
             BatchWriteItem, faster, but a sender can then rewrite any row.
         puts_in_flight: Conditional puts at once (``HIS_OTEL_BRIDGE_PUTS_IN_FLIGHT``, 16).
         client, endpoint_url: The DynamoDB client, or its endpoint; else boto3's environment.
+        message_filter: Rewrites each row's text before it is written (redaction); with
+            ``HIS_OTEL_MESSAGE_MODE=drop`` rows carry no text at all.
         reuse_port: Let other bridge processes listen for gRPC on the same port (``--workers``).
     """
 
@@ -98,6 +100,7 @@ class Bridge:
         puts_in_flight: int | None = None,
         client: Any = None,
         endpoint_url: str | None = None,
+        message_filter: MessageFilter | None = None,
         reuse_port: bool = False,
     ) -> None:
         table = config.resolve_str(table_name, config.ENV_TABLE)
@@ -121,6 +124,7 @@ class Bridge:
             honor_event_table=False,
             append_only=_switch(append_only, ENV_APPEND_ONLY),
             puts_in_flight=config.resolve_int(puts_in_flight, ENV_PUTS_IN_FLIGHT, 16),
+            message_filter=message_filter,
         )
         self.ingest = Ingest(self.exporter, self.limits.write_timeout_s)
         self._slots = Slots(self.limits)
