@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,13 +15,14 @@ from botocore.config import Config
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fault_proxy import FaultProxy
-from helpers import new_session
+from helpers import new_session, wait_for
 from his_otel import HISAgent, ScriptedModel, ToolCall
 from his_otel.bridge import Bridge
+from his_otel.write.table import create_table
 
 
 class Answer:
@@ -113,6 +115,24 @@ def proxied_client(proxy: FaultProxy) -> Any:
         endpoint_url=proxy.endpoint,
         config=Config(connect_timeout=0.5, read_timeout=2, retries={"mode": "standard", "max_attempts": 2}),
     )
+
+
+def export_while_the_table_appears(
+    send: Callable[[list[ReadableSpan]], SpanExportResult],
+    spans: list[ReadableSpan],
+    bridge: Bridge,
+    ddb: Any,
+    table: str,
+) -> SpanExportResult:
+    """A real exporter sends ``spans`` while ``table`` is missing; once the bridge has told it to
+    retry twice, the table is created. Returns what the exporter finally reported."""
+    outcome: list[SpanExportResult] = []
+    sender = threading.Thread(target=lambda: outcome.append(send(spans)))
+    sender.start()
+    wait_for(lambda: bridge.stats.retry_requests >= 2, timeout_s=60)
+    create_table(ddb, table)
+    sender.join(90)
+    return outcome[0]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from bridge_kit import (
     bridge_for,
+    export_while_the_table_appears,
     get,
     milestone_spans,
     otlp_json,
@@ -232,13 +233,8 @@ def test_a_missing_table_is_retryable_and_the_rows_land_once_it_exists(
     )
     # The real exporter keeps retrying; the table appears meanwhile.
     exporter = OTLPSpanExporter(endpoint=f"{bridge.url}/v1/traces", timeout=60)
-    outcome: list[SpanExportResult] = []
-    sender = threading.Thread(target=lambda: outcome.append(exporter.export(agent_spans)))
-    sender.start()
-    wait_for(lambda: bridge.stats.retry_requests >= 2, timeout_s=60)
-    create_table(ddb, missing)
-    sender.join(90)
-    assert outcome == [SpanExportResult.SUCCESS]
+    outcome = export_while_the_table_appears(exporter.export, agent_spans, bridge, ddb, missing)
+    assert outcome == SpanExportResult.SUCCESS
     assert len(session_rows(ddb, missing, session)) == len(rows(table, session)) > 0
     wait_for(lambda: get(f"{bridge.url}/ready").status == 200, timeout_s=30)
 

@@ -9,7 +9,14 @@ from typing import Any
 
 import grpc
 import pytest
-from bridge_kit import bridge_for, milestone_spans, protobuf_body, proxied_client, run_agent
+from bridge_kit import (
+    bridge_for,
+    export_while_the_table_appears,
+    milestone_spans,
+    protobuf_body,
+    proxied_client,
+    run_agent,
+)
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from hypothesis import HealthCheck, given, settings
@@ -107,13 +114,10 @@ def test_a_missing_table_is_unavailable_with_retry_info_then_the_exporter_lands_
     assert "ResourceNotFoundException" in call.details
     assert call.retry_delay_s() == 2
     exporter = OTLPSpanExporter(endpoint=bridge.grpc_target, insecure=True, timeout=60)
-    outcome: list[SpanExportResult] = []
-    sender = threading.Thread(target=lambda: outcome.append(exporter.export(agent_spans)))
-    sender.start()
-    wait_for(lambda: bridge.stats.retry_requests >= 2, timeout_s=60)
-    create_table(ddb, missing)
-    sender.join(90)
-    assert outcome == [SpanExportResult.SUCCESS]
+    assert (
+        export_while_the_table_appears(exporter.export, agent_spans, bridge, ddb, missing)
+        == SpanExportResult.SUCCESS
+    )
     assert len(session_rows(ddb, missing, session)) == len(rows(table, session)) > 0
 
 

@@ -185,3 +185,23 @@ def test_access_denied_hands_rows_back_at_once(moto_endpoint: str) -> None:
         result = DynamoDBWriter(lambda: client).write(rows, time.monotonic() + 30)
         stub.assert_no_pending_responses()  # one call, no spinning
     assert len(result.unwritten) == 30 and result.rejected == 0
+
+
+def test_append_only_never_replaces_a_row_and_a_retry_puts_only_what_did_not_land(
+    ddb: Any, table: str, proxy: Any
+) -> None:
+    from bridge_kit import proxied_client
+
+    rows = [row(table, "s", i) for i in range(40)]
+    ddb.put_item(TableName=table, Item=row(table, "s", 7, message="first writer")[1])
+    writer = DynamoDBWriter(lambda: proxied_client(proxy), append_only=True, puts_in_flight=4)
+    with proxy.injecting(slow=1.0, slow_s=0.2):
+        first = writer.write(rows, time.monotonic() + 0.5)  # the deadline cuts it short
+    assert first.unwritten, "the first call was meant to run out of time"
+    second = writer.write(rows, time.monotonic() + 60)  # the sender's retry of the whole request
+    assert second.unwritten == []
+    assert first.written + second.written == 39
+    assert second.existing >= first.written  # what landed in the first call counts, not re-put
+    assert session_rows(ddb, table, "s")[7]["evt_message"] == "first writer"
+    # Every row reached DynamoDB once: the retry did not put again what had landed.
+    assert sorted(proxy.counters.puts.values()) == [1] * 40

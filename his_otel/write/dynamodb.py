@@ -21,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,6 +123,25 @@ class _Outcome:
     error: str = ""
 
 
+class _RecentKeys:
+    """The keys of the last ``size`` rows known to be in the table (bounded, thread-safe)."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def seen(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def add(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._keys[key] = None
+            if len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+
 class DynamoDBWriter:
     """Writes rows with BatchWriteItem. Stateless between calls except for the client."""
 
@@ -140,6 +159,7 @@ class DynamoDBWriter:
         self.append_only = append_only
         self._puts_in_flight = max(1, puts_in_flight)
         self._pool: ThreadPoolExecutor | None = None
+        self._landed = _RecentKeys()
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._base_backoff = base_backoff
@@ -159,6 +179,7 @@ class DynamoDBWriter:
         client, self._client = self._client, None
         self._client_lock = threading.Lock()
         self._pool = None  # the parent's threads do not exist here
+        self._landed = _RecentKeys()
         self._log = ThrottledLog(logger)
         if client is not None and not owned_client:
             drop_inherited_connections(client)
@@ -224,7 +245,10 @@ class DynamoDBWriter:
             with self._client_lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._puts_in_flight, thread_name_prefix="his-otel-put")
-        pending = rows
+        # A sender retries a whole request when part of it was not written in time; rows this
+        # process already saw land cost no second call, so every retry makes progress.
+        pending = [row for row in rows if not self._landed.seen(_key(row))]
+        result.existing += len(rows) - len(pending)
         attempt = 0
         cause = ""
         while pending and time.monotonic() < deadline and not self.stop_event.is_set():
@@ -237,6 +261,7 @@ class DynamoDBWriter:
                 result.existing += outcome.existing
                 result.throttled += outcome.throttled
                 if outcome.written or outcome.existing:
+                    self._landed.add(_key(row))
                     continue
                 if outcome.split:
                     self._reject(row, outcome.error, result)
