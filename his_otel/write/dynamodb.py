@@ -249,6 +249,9 @@ class DynamoDBWriter:
         # process already saw land cost no second call, so every retry makes progress.
         pending = [row for row in rows if not self._landed.seen(_key(row))]
         result.existing += len(rows) - len(pending)
+        # In a random order: a retry that reaches another bridge process (which has not seen those
+        # rows land) then makes progress too, instead of spending its deadline on the same first rows.
+        random.shuffle(pending)
         attempt = 0
         cause = ""
         while pending and time.monotonic() < deadline and not self.stop_event.is_set():
