@@ -446,3 +446,10 @@ def test_shutdown_drains_accepted_requests(
         sender.join()
     assert statuses == [200]
     assert len(session_rows(ddb, drain_table, session)) == len(rows(table, session)) > 0
+
+
+def test_a_port_in_use_is_a_clear_error(table: str, bridge_for: Any) -> None:
+    first = bridge_for(table)
+    with pytest.raises(OSError, match=r"did not start: OSError: cannot listen for gRPC on 127\.0\.0\.1:\d+"):
+        Bridge(table, port=0, grpc_port=first.grpc_bound_port).start(timeout_s=30)
+    assert get(f"{first.url}/health").status == 200

@@ -82,6 +82,7 @@ class OTLPHttpApp:
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         self.stopping = False
+        self.startup_error = ""
         self._log = ThrottledLog(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,7 +99,8 @@ class OTLPHttpApp:
                     if self.on_startup is not None:
                         await self.on_startup()
                 except Exception as e:
-                    await send({"type": "lifespan.startup.failed", "message": f"{type(e).__name__}: {e}"})
+                    self.startup_error = f"{type(e).__name__}: {e}"
+                    await send({"type": "lifespan.startup.failed", "message": self.startup_error})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -227,7 +227,9 @@ class Bridge:
             self._started.wait(0.01)
         if failure or not server.started:
             self._stopped = True
-            reason = failure[0] if failure else "startup failed (see the log)"
+            sock.close()
+            # uvicorn ends a failed startup with SystemExit(3); the app kept the reason.
+            reason = self.app.startup_error or (failure[0] if failure else "startup failed (see the log)")
             raise OSError(f"the bridge did not start: {reason}")
         return self
 
