@@ -1,9 +1,9 @@
 """Lifecycle milestones from Strands hooks: deterministic, and no model call spent on them.
 
 BeforeInvocation -> START; BeforeModelCall -> MODEL_INVOCATION; AfterModelCall with
-ModelThrottledException -> BEDROCK_THROTTLING; BeforeToolCall -> TOOLING; AfterInvocation ->
-COMPLETION or ERROR, then AGENT_STATS and RESULT. Each callback is guarded: a hook that raises
-aborts the agent run, and a status row is never worth that.
+ModelThrottledException -> BEDROCK_THROTTLING; BeforeToolCall -> TOOLING; AfterToolCall with an
+error -> ERROR; AfterInvocation -> COMPLETION or ERROR, then AGENT_STATS and RESULT. Each callback
+is guarded: a hook that raises aborts the agent run, and a status row is never worth that.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from opentelemetry import trace as trace_api
 from strands.hooks import (
     AfterInvocationEvent,
     AfterModelCallEvent,
+    AfterToolCallEvent,
     BeforeInvocationEvent,
     BeforeModelCallEvent,
     BeforeToolCallEvent,
     HookProvider,
     HookRegistry,
 )
+from strands.tools.structured_output.structured_output_tool import StructuredOutputTool
 from strands.types.exceptions import ModelThrottledException
 
 from .. import config
@@ -48,6 +50,45 @@ def model_id_of(model: Any) -> str | None:
         return str(value) if value else None
     except Exception:
         return None
+
+
+def will_retry(event: AfterModelCallEvent) -> str:
+    """Whether Strands will call the model again after this failure: "yes", "no" or "unknown".
+
+    Our callback runs before the agent's retry strategy (after-events run in reverse registration
+    order, and the agent registers its strategy first), so ``event.retry`` is not set yet; the
+    strategy's own test is asked instead, and its attempt count (a private field: "unknown" if
+    Strands renames it).
+    """
+    if event.retry:
+        return "yes"
+    strategy = getattr(event.agent, "_retry_strategy", None)
+    attempt = getattr(strategy, "_current_attempt", None)
+    most = getattr(strategy, "_max_attempts", None)
+    if (
+        strategy is None
+        or not isinstance(attempt, int)
+        or not isinstance(most, int)
+        or event.exception is None
+    ):
+        return "unknown"
+    try:
+        retryable = bool(strategy.is_retryable(event.exception))
+    except Exception:
+        return "unknown"
+    return "yes" if retryable and attempt + 1 < most else "no"
+
+
+def tool_failure(event: AfterToolCallEvent) -> str | None:
+    """The error text of a failed tool call, or None when it succeeded (or was cancelled)."""
+    result: Any = event.result
+    if isinstance(result, BaseException):
+        return f"{type(result).__name__}: {result}"[:500]
+    if not isinstance(result, dict) or result.get("status") != "error":
+        return None
+    texts = [str(block.get("text", "")) for block in result.get("content") or [] if isinstance(block, dict)]
+    text = " ".join(t for t in texts if t).removeprefix("Error: ")  # Strands' wording of a raised error
+    return text[:500] or "error"
 
 
 class HISHooks(HookProvider):
@@ -81,6 +122,7 @@ class HISHooks(HookProvider):
             / 1000
         )
         self._started: dict[int, float] = {}
+        self._failed_tools: dict[int, int] = {}
         self._tokens: dict[int, tuple[contextvars.Token[Identity | None], Identity | None]] = {}
 
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
@@ -88,6 +130,7 @@ class HISHooks(HookProvider):
         registry.add_callback(BeforeModelCallEvent, self._before_model_call)
         registry.add_callback(AfterModelCallEvent, self._after_model_call)
         registry.add_callback(BeforeToolCallEvent, self._before_tool_call)
+        registry.add_callback(AfterToolCallEvent, self._after_tool_call)
         # After-events run their callbacks in reverse: registered first, _settle runs last.
         registry.add_callback(AfterInvocationEvent, self._settle)
         registry.add_callback(AfterInvocationEvent, self._after_invocation)
@@ -142,7 +185,7 @@ class HISHooks(HookProvider):
             model_id = model_id_of(event.agent.model)
             if model_id:
                 parts.append(f"model={model_id}")
-            parts.append(f"retry={'yes' if event.retry else 'no'}")
+            parts.append(f"retry={will_retry(event)}")
             parts.append(f"error={event.exception}")
             self.emit(EventType.BEDROCK_THROTTLING, " | ".join(parts))
 
@@ -152,7 +195,9 @@ class HISHooks(HookProvider):
         if not self.lifecycle:
             return
         name = str(event.tool_use.get("name", "unknown"))
-        if name == REPORT_TOOL_NAME:
+        # Strands' structured-output tool is how it shapes the answer, not a step of the work: its
+        # description is an instruction to the model, not something to show a user.
+        if name == REPORT_TOOL_NAME or isinstance(event.selected_tool, StructuredOutputTool):
             return
 
         def run() -> None:
@@ -165,8 +210,26 @@ class HISHooks(HookProvider):
 
         self._guard("before_tool_call", run)
 
+    def _after_tool_call(self, event: AfterToolCallEvent) -> None:
+        """A tool that failed is an ERROR row (here-i-strand's users saw one when a step failed);
+        the invocation may still complete, and its COMPLETION then says how many tools failed."""
+        if not self.lifecycle or isinstance(event.selected_tool, StructuredOutputTool):
+            return
+        failure = tool_failure(event)
+        if failure is None:
+            return
+
+        def run() -> None:
+            key = id(event.invocation_state)
+            self._failed_tools[key] = self._failed_tools.get(key, 0) + 1
+            name = str(event.tool_use.get("name", "unknown"))
+            self.emit(EventType.ERROR, f"Tool {name} failed: {failure}")
+
+        self._guard("after_tool_call", run)
+
     def _after_invocation(self, event: AfterInvocationEvent) -> None:
         key = id(event.invocation_state)
+        failed_tools = self._failed_tools.pop(key, 0)
         started = self._started.pop(key, None)
         elapsed = time.perf_counter() - started if started is not None else 0.0
         result = event.result
@@ -179,6 +242,11 @@ class HISHooks(HookProvider):
                 exc = sys.exc_info()[1]
                 detail = f"{type(exc).__name__}: {exc}" if exc is not None else "invocation did not complete"
                 self.emit(EventType.ERROR, f"Invocation failed: {detail}", span)
+            elif result.stop_reason == "cancelled":
+                self.emit(EventType.ERROR, "Invocation cancelled (stop_reason=cancelled)", span)
+            elif result.stop_reason in NORMAL_STOP_REASONS and failed_tools:
+                calls = "tool call" if failed_tools == 1 else "tool calls"
+                self.emit(EventType.COMPLETION, f"Process completed ({failed_tools} {calls} failed)", span)
             elif result.stop_reason in NORMAL_STOP_REASONS:
                 self.emit(EventType.COMPLETION, "Process completed successfully", span)
             else:
