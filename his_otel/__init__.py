@@ -15,6 +15,7 @@ Example:
 
 import logging
 
+from .agent.compat import HISBedrockThrottlingLogger, configure_logging, event_loop_tracker
 from .agent.executor import TimeoutConcurrentToolExecutor
 from .agent.his_agent import HISAgent
 from .agent.hooks import EventLoopTracker, HISHooks
@@ -36,6 +37,7 @@ __all__ = [
     "EventLoopTracker",
     "EventType",
     "HISAgent",
+    "HISBedrockThrottlingLogger",
     "HISHooks",
     "HISSpanProcessor",
     "Handle",
@@ -48,7 +50,9 @@ __all__ = [
     "ToolCall",
     "__version__",
     "configure",
+    "configure_logging",
     "current_handle",
+    "event_loop_tracker",
     "milestone",
     "session",
     "write_dynamo",

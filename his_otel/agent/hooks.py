@@ -327,9 +327,7 @@ class EventLoopTracker:
         # init_event_loop and result come from the invocation hooks (in here-i-strand's order, and
         # covered by the end-of-invocation wait); only force_stop is taken from the stream.
         if kwargs.get("force_stop"):
-            message = "force_stop"
-            if kwargs.get("force_stop_reason"):
-                message = f"force_stop: {kwargs['force_stop_reason']}"
-            self._hooks._guard("event_loop", lambda: self._hooks.emit(EventType.EVENT_LOOP, message))
+            # here-i-strand's closed set of messages; the reason is in the invocation's ERROR row.
+            self._hooks._guard("event_loop", lambda: self._hooks.emit(EventType.EVENT_LOOP, "force_stop"))
         if self._inner is not None:
             self._inner(**kwargs)

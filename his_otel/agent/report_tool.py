@@ -2,7 +2,10 @@
 
 It keeps here-i-strand's name and parameters so prompts written for it keep working, but the
 model no longer chooses where rows go: ``table_name``, ``session_id`` and ``agent_id`` are read
-and ignored, and the row goes to the calling agent's own table, session and agent id.
+and ignored, and the row goes to the calling agent's own table, session and agent id. In the
+default ``hooks`` mode the lifecycle types belong to the hooks, so the model cannot add a second
+START or a forged RESULT. Called directly from Python (no ``tool_context``), it is the developer's
+code, and writes where its arguments say, as here-i-strand's did.
 """
 
 from __future__ import annotations
@@ -13,10 +16,26 @@ import re
 from strands import ToolContext, tool
 
 from ..emit import Identity, current_identity, milestone
+from ..schema import EventType
 
 logger = logging.getLogger(__name__)
 
 _NOT_A_NAME = re.compile(r"[^A-Z0-9_]+")
+# What the hooks record in the default mode; the model may report anything else (PROGRESS, custom).
+HOOK_TYPES = frozenset(
+    str(t)
+    for t in (
+        EventType.START,
+        EventType.MODEL_INVOCATION,
+        EventType.TOOLING,
+        EventType.COMPLETION,
+        EventType.ERROR,
+        EventType.BEDROCK_THROTTLING,
+        EventType.EVENT_LOOP,
+        EventType.AGENT_STATS,
+        EventType.RESULT,
+    )
+)
 
 
 def _identity_of(tool_context: ToolContext) -> Identity | None:
@@ -32,7 +51,7 @@ def write_dynamo(
     session_id: str,
     event_type: str,
     message: str,
-    tool_context: ToolContext,
+    tool_context: ToolContext | None = None,
 ) -> str:
     """Record a status event for this session (for example PROGRESS with a short description).
 
@@ -46,9 +65,21 @@ def write_dynamo(
         event_type: Upper-case event type, e.g. START, TOOLING, PROGRESS, COMPLETION, ERROR.
         message: Short description of the status or a JSON payload.
     """
+    evt_type = _NOT_A_NAME.sub("_", str(event_type).strip().upper()).strip("_") or "PROGRESS"
+    if tool_context is None:
+        # A direct call from Python: the developer's code names the destination.
+        from .compat import record
+
+        event_id = record(str(table_name), str(session_id), str(agent_id), evt_type, str(message))
+        return f"recorded {evt_type}" if event_id else f"error: event {evt_type!r} not recorded"
     identity = _identity_of(tool_context)
     if identity is None:
         return "error: not running inside a HISAgent session; nothing recorded"
+    if evt_type in HOOK_TYPES and getattr(tool_context.agent, "his_reporting", "hooks") == "hooks":
+        return (
+            f"not recorded: {evt_type} is recorded by the agent itself; report progress with"
+            " event_type PROGRESS (or a type of your own)"
+        )
     if (table_name, session_id, agent_id) != (identity.table, identity.session_id, identity.agent_id):
         # The model asked for another destination; that is never honoured, only noted.
         logger.debug(
@@ -56,7 +87,6 @@ def write_dynamo(
             table_name,
             session_id,
         )
-    evt_type = _NOT_A_NAME.sub("_", str(event_type).strip().upper()).strip("_") or "PROGRESS"
     event_id = milestone(
         evt_type,
         str(message),
