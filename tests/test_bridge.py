@@ -407,20 +407,21 @@ def test_fuzzed_json_text_always_lands_repaired(
 
 
 def test_concurrent_senders_beyond_the_limit_are_told_to_retry(table: str, bridge_for: Any, ddb: Any) -> None:
-    sessions = [new_session() for _ in range(12)]
+    sessions = [new_session() for _ in range(8)]
     bridge = bridge_for(table, max_concurrency=2)
     exporter = OTLPSpanExporter(endpoint=f"{bridge.url}/v1/traces", timeout=60)
     results: list[SpanExportResult] = []
     threads = [
-        threading.Thread(target=lambda s=s: results.append(exporter.export(milestone_spans(s, 30))))
+        threading.Thread(target=lambda s=s: results.append(exporter.export(milestone_spans(s, 10))))
         for s in sessions
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [SpanExportResult.SUCCESS] * 12  # the 503s of busy moments were retried
-    assert [len(session_rows(ddb, table, s)) for s in sessions] == [30] * 12
+    assert results == [SpanExportResult.SUCCESS] * 8  # the 503s of busy moments were retried
+    assert [len(session_rows(ddb, table, s)) for s in sessions] == [10] * 8
+    assert bridge.stats.retry_requests > 0  # some were told to come back
 
 
 def test_shutdown_drains_accepted_requests(

@@ -58,7 +58,7 @@ class BridgeProcess:
             # Kill the whole group: worker processes hold the pipes open.
             os.killpg(self.proc.pid, signal.SIGKILL)
             out, err = self.proc.communicate(timeout=30)
-            raise AssertionError(f"the bridge did not stop within 60 s after SIGTERM: {err}") from None
+            raise AssertionError(f"no exit within 60 s after SIGTERM: {out!r} {err!r}") from None
         return self.proc.returncode, out, err
 
 
@@ -184,10 +184,14 @@ def test_sigterm_drains_requests_in_flight_on_both_protocols(
     wait_for(lambda: get(f"{bridge.url}/ready").status == 200, timeout_s=60)
     with proxy.injecting(slow=1.0, slow_s=1.0):
         senders = [threading.Thread(target=over_http), threading.Thread(target=over_grpc)]
-        before = proxy.counters.requests
         for t in senders:
             t.start()
-        wait_for(lambda: proxy.counters.requests >= before + 2, timeout_s=30)  # both are writing
+
+        def both_writing() -> bool:  # a put of each session has reached DynamoDB
+            with proxy.lock:
+                return {key[1] for key in proxy.counters.puts} >= set(sessions)
+
+        wait_for(both_writing, timeout_s=30)
         code, out, err = bridge.stop()
         for t in senders:
             t.join(60)

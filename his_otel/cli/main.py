@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 from .. import __version__, config
@@ -84,9 +87,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return _guarded(run, endpoint)
 
 
+_LEAVE_AT_ONCE = False
+EXIT_WATCHDOG_S = 10
+
+
 def cmd_bridge(args: argparse.Namespace) -> int:
+    global _LEAVE_AT_ONCE
     from .bridge import run_bridge
 
+    _LEAVE_AT_ONCE = True
     try:
         return run_bridge(args)
     except ValueError as e:
@@ -173,5 +182,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script. After ``his-otel bridge`` has drained and closed everything it owns, a
+    watchdog bounds the interpreter's exit: a thread of a library (grpcio's, a thread pool's) was
+    once seen, under load in CI, to hold it past the orchestrator's grace period. A normal exit
+    takes well under the watchdog's delay and is left alone (grpcio still sends the last answers)."""
+    code = main()
+    if _LEAVE_AT_ONCE:
+
+        def watchdog() -> None:
+            time.sleep(EXIT_WATCHDOG_S)
+            print(
+                f"his-otel: exit held for {EXIT_WATCHDOG_S} s after the drain; leaving. Threads:",
+                file=sys.stderr,
+            )
+            faulthandler.dump_traceback(all_threads=True)
+            sys.stderr.flush()
+            os._exit(code)
+
+        threading.Thread(target=watchdog, name="his-otel-exit-watchdog", daemon=True).start()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
