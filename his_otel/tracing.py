@@ -123,6 +123,18 @@ def current_handle() -> Handle | None:
     return handle
 
 
+def ensure_configured(table_name: str | None) -> None:
+    """:func:`configure` for ``table_name`` unless it has run for the global provider or his-otel is
+    disabled (``HIS_OTEL_DISABLED``). Never raises: without a pipeline there are no rows, and the
+    agent runs on."""
+    if current_handle() is not None or config.env_flag(config.ENV_DISABLED):
+        return
+    try:
+        configure(table_name)
+    except Exception:
+        logger.exception("his-otel could not configure tracing; no status rows will be written")
+
+
 def configure(
     table_name: str | None = None,
     *,

@@ -14,29 +14,19 @@ from typing import Any
 from strands.hooks import AfterModelCallEvent, HookProvider, HookRegistry
 from strands.types.exceptions import ModelThrottledException
 
-from .. import config
 from ..emit import milestone
 from ..schema import EventType
-from ..tracing import configure, current_handle
-from .hooks import model_id_of, will_retry
+from ..tracing import ensure_configured
+from .hooks import throttling_message
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "AgentCoreAgentStatus"  # here-i-strand's default for event_loop_tracker
 
 
-def ensure_pipeline(table: str) -> None:
-    """Configure his-otel for ``table`` when nothing has yet (as constructing a HISAgent does)."""
-    if current_handle() is None and not config.env_flag(config.ENV_DISABLED):
-        try:
-            configure(table)
-        except Exception:
-            logger.exception("his-otel could not configure tracing; no status rows will be written")
-
-
 def record(table: str, session_id: str, agent_id: str, evt_type: str, message: str) -> str | None:
     """One milestone for an explicit destination, on the current span; its event id, or None."""
-    ensure_pipeline(table)
+    ensure_configured(table)
     return milestone(evt_type, message, session_id=session_id, agent_id=agent_id, table=table)
 
 
@@ -83,7 +73,7 @@ class HISBedrockThrottlingLogger(HookProvider):
         self._table_name = table_name
         self._session_id = session_id
         self._agent_id = agent_id
-        ensure_pipeline(table_name)
+        ensure_configured(table_name)
 
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
         registry.add_callback(AfterModelCallEvent, self._after_model_call)
@@ -92,19 +82,8 @@ class HISBedrockThrottlingLogger(HookProvider):
         if not isinstance(event.exception, ModelThrottledException):
             return
         try:
-            parts = ["Bedrock throttling detected"]
-            model_id = model_id_of(event.agent.model)
-            if model_id:
-                parts.append(f"model={model_id}")
-            parts.append(f"retry={will_retry(event)}")
-            parts.append(f"error={event.exception}")
-            record(
-                self._table_name,
-                self._session_id,
-                self._agent_id,
-                EventType.BEDROCK_THROTTLING,
-                " | ".join(parts),
-            )
+            message = throttling_message(event)
+            record(self._table_name, self._session_id, self._agent_id, EventType.BEDROCK_THROTTLING, message)
         except Exception:
             logger.exception(
                 "HISBedrockThrottlingLogger could not record a throttling row; the agent goes on"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,13 +11,11 @@ from strands.types.traces import AttributeValue
 from .. import config
 from ..emit import Identity
 from ..schema import SPAN_ATTR_SESSION_ID, InvalidMilestoneError, check_ids
-from ..tracing import configure, current_handle
+from ..tracing import ensure_configured
 from .agentcore import runtime_session_id
 from .hooks import EventLoopTracker, HISHooks
 from .prompt import DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE, build_system_prompt
 from .report_tool import write_dynamo
-
-logger = logging.getLogger(__name__)
 
 
 class _Unset:
@@ -114,11 +111,8 @@ class HISAgent(Agent):
         self.his_reporting = mode
         self._his_user = user
 
-        if configure_tracing and current_handle() is None and not config.env_flag(config.ENV_DISABLED):
-            try:
-                configure(status_dynamo_table_name)
-            except Exception:
-                logger.exception("his-otel could not configure tracing; the agent runs without status rows")
+        if configure_tracing:
+            ensure_configured(status_dynamo_table_name)
 
         his_hooks = HISHooks(
             self.his_identity,

@@ -79,6 +79,17 @@ def will_retry(event: AfterModelCallEvent) -> str:
     return "yes" if retryable and attempt + 1 < most else "no"
 
 
+def throttling_message(event: AfterModelCallEvent) -> str:
+    """The BEDROCK_THROTTLING text: model, whether Strands will retry, and the error."""
+    parts = ["Bedrock throttling detected"]
+    model_id = model_id_of(event.agent.model)
+    if model_id:
+        parts.append(f"model={model_id}")
+    parts.append(f"retry={will_retry(event)}")
+    parts.append(f"error={event.exception}")
+    return " | ".join(parts)
+
+
 def tool_failure(event: AfterToolCallEvent) -> str | None:
     """The error text of a failed tool call, or None when it succeeded (or was cancelled)."""
     result: Any = event.result
@@ -180,16 +191,9 @@ class HISHooks(HookProvider):
         if not isinstance(event.exception, ModelThrottledException):
             return
 
-        def run() -> None:
-            parts = ["Bedrock throttling detected"]
-            model_id = model_id_of(event.agent.model)
-            if model_id:
-                parts.append(f"model={model_id}")
-            parts.append(f"retry={will_retry(event)}")
-            parts.append(f"error={event.exception}")
-            self.emit(EventType.BEDROCK_THROTTLING, " | ".join(parts))
-
-        self._guard("after_model_call", run)
+        self._guard(
+            "after_model_call", lambda: self.emit(EventType.BEDROCK_THROTTLING, throttling_message(event))
+        )
 
     def _before_tool_call(self, event: BeforeToolCallEvent) -> None:
         if not self.lifecycle:

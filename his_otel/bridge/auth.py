@@ -65,10 +65,6 @@ class TokenCheck:
     def __init__(self, token: str | None) -> None:
         self._token = token.encode() if token else None
 
-    @property
-    def required(self) -> bool:
-        return self._token is not None
-
     def allows(self, authorization: str | None) -> bool:
         if self._token is None:
             return True

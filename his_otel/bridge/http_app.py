@@ -182,6 +182,7 @@ class OTLPHttpApp:
                     body,
                     headers.get("content-encoding", ""),
                     content_type,
+                    as_json,
                 )
             except asyncio.CancelledError:
                 self.ingest.count(cut_off_requests=1)  # a forced shutdown: the sender will send it again
@@ -208,9 +209,10 @@ class OTLPHttpApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _process(self, body: bytes, encoding: str, content_type: str) -> tuple[int, bytes | _ReplyError]:
+    def _process(
+        self, body: bytes, encoding: str, content_type: str, as_json: bool
+    ) -> tuple[int, bytes | _ReplyError]:
         """On a worker thread: decode, write, and say what to answer."""
-        as_json = content_type.split(";", 1)[0].strip().lower() == JSON
         try:
             request = parse_request(decompress(body, encoding, self.limits.max_body_bytes), content_type)
         except UnsupportedError as e:

@@ -125,12 +125,15 @@ class Ingest:
         self.count(rejected_spans=rejected_spans)
         message = ""
         if rejected_spans:
-            causes: Counter[str] = Counter(outcome.rejected_causes)
+            # The exporter's "invalid" (a milestone no row can hold) in words a sender can act on.
+            causes: Counter[str] = Counter(
+                {
+                    "not a valid row" if cause == "invalid" else cause: n
+                    for cause, n in outcome.rejected_causes.items()
+                }
+            )
             if bad_events:
                 causes["malformed his.milestone event"] += bad_events
-            causes.pop("invalid", None)
-            if outcome.rejected_causes.get("invalid"):
-                causes["not a valid row"] = outcome.rejected_causes["invalid"]
             why = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
             message = (
                 f"{bad_events + outcome.rejected} his.milestone events in {rejected_spans} spans can"

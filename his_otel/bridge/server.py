@@ -51,7 +51,7 @@ DEFAULT_DRAIN_TIMEOUT_MS = 30_000
 KEEP_ALIVE_S = 30  # longer than a collector's batch timeout, so its connections are reused
 
 
-def _switch(arg: bool | None, env: str) -> bool:
+def switch(arg: bool | None, env: str) -> bool:
     """An on-by-default switch: the argument, else off only when ``env`` says 0/false/no/off."""
     if arg is not None:
         return arg
@@ -108,7 +108,7 @@ class Bridge:
             raise ValueError(f"the bridge needs a table: pass table_name or set {config.ENV_TABLE}")
         self._host = config.resolve_str(host, ENV_HOST, "127.0.0.1")
         self._port = config.resolve_int(port, ENV_PORT, DEFAULT_PORT, minimum=0, maximum=65535)
-        self._grpc = _switch(grpc, ENV_GRPC)
+        self._grpc = switch(grpc, ENV_GRPC)
         self._grpc_port = config.resolve_int(
             grpc_port, ENV_GRPC_PORT, DEFAULT_GRPC_PORT, minimum=0, maximum=65535
         )
@@ -122,7 +122,7 @@ class Bridge:
             client=client,
             endpoint_url=endpoint_url,
             honor_event_table=False,
-            append_only=_switch(append_only, ENV_APPEND_ONLY),
+            append_only=switch(append_only, ENV_APPEND_ONLY),
             puts_in_flight=config.resolve_int(puts_in_flight, ENV_PUTS_IN_FLIGHT, 16),
             message_filter=message_filter,
         )
@@ -145,7 +145,6 @@ class Bridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._grpc_server: Any = None
         self._grpc_stopping: asyncio.Task[None] | None = None
-        self._started = threading.Event()  # never set: start() waits on it as an interruptible sleep
         self._stopped = False
         self.grpc_bound_port: int | None = None
 
@@ -169,6 +168,10 @@ class Bridge:
             raise RuntimeError("gRPC receiver not started")
         host = self.address[0]
         return f"[{host}]:{self.grpc_bound_port}" if ":" in host else f"{host}:{self.grpc_bound_port}"
+
+    @property
+    def serves_grpc(self) -> bool:
+        return self._grpc
 
     @property
     def socket(self) -> socket.socket | None:
@@ -224,7 +227,7 @@ class Bridge:
         deadline = time.monotonic() + timeout_s
         # uvicorn says it serves (``started``) only after the lifespan startup and the listen call.
         while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            self._started.wait(0.01)
+            time.sleep(0.01)
         if failure or not server.started:
             self._stopped = True
             sock.close()

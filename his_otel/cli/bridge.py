@@ -72,10 +72,6 @@ def _reserve_port(host: str) -> socket.socket:
     return sock
 
 
-def bridge_grpc_off() -> bool:
-    return os.environ.get(ENV_GRPC, "").strip().lower() in ("0", "false", "no", "off")
-
-
 def run_bridge(args: argparse.Namespace) -> int:
     # Flags become the variables every worker process reads (they start fresh and import the app).
     if args.table:
@@ -125,13 +121,13 @@ def _run_workers(bridge: Bridge, workers: int) -> int:
     host, port = bridge.address
     os.environ[ENV_PORT] = str(port)
     reserved = None
-    if not bridge_grpc_off():
+    if bridge.serves_grpc:
         grpc_port = config.resolve_int(None, ENV_GRPC_PORT, DEFAULT_GRPC_PORT, minimum=0, maximum=65535)
         if grpc_port == 0:
             reserved = _reserve_port(host)
             grpc_port = reserved.getsockname()[1]
         os.environ[ENV_GRPC_PORT] = str(grpc_port)
-    grpc = f", OTLP/gRPC on {host}:{os.environ[ENV_GRPC_PORT]}" if not bridge_grpc_off() else ""
+    grpc = f", OTLP/gRPC on {host}:{os.environ[ENV_GRPC_PORT]}" if bridge.serves_grpc else ""
     print(
         f"his-otel bridge: OTLP/HTTP on {bridge.url}/v1/traces{grpc} -> table {bridge.exporter.table_name}"
         f" ({workers} workers)",
