@@ -24,6 +24,7 @@ from .agent.report_tool import write_dynamo
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .emit import Identity, milestone, session
 from .models.scripted import ScriptedModel, ScriptExhaustedError, ToolCall
+from .notice import HISOtelWarning
 from .schema import EVENT_NAME, EventType, Milestone
 from .tracing import Handle, configure, current_handle
 from .write.exporter import DynamoDBSpanExporter
@@ -39,6 +40,7 @@ __all__ = [
     "HISAgent",
     "HISBedrockThrottlingLogger",
     "HISHooks",
+    "HISOtelWarning",
     "HISSpanProcessor",
     "Handle",
     "Identity",

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 from opentelemetry import trace as trace_api
 
+from . import notice
 from .capture import routing
 from .schema import (
     EVENT_NAME,
+    SPAN_ATTR_HAS_MILESTONE,
     EventType,
     InvalidMilestoneError,
     Milestone,
@@ -134,6 +136,11 @@ def milestone(
             _dropped_no_identity += 1
             if not _warned_no_identity:
                 _warned_no_identity = True
+                notice.tell(
+                    "no-session",
+                    f"milestone {evt_type!s} outside a HISAgent run and without session_id: no row written"
+                    " (pass session_id=, or wrap the code in his_otel.session(...))",
+                )
                 logger.warning(
                     "evt_type=<%s> | milestone outside a HISAgent run and without session_id, not recorded"
                     " (logged once)",
@@ -169,10 +176,16 @@ def milestone(
         for pipeline in pipelines:
             pipeline.submit(m, target)
         target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
+        target.set_attribute(SPAN_ATTR_HAS_MILESTONE, True)
         if not pipelines:
             _dropped_no_pipeline += 1
             if not _warned_no_pipeline:
                 _warned_no_pipeline = True
+                notice.tell(
+                    "no-pipeline",
+                    "a milestone was recorded but no row written: his-otel is not configured for this"
+                    " span's tracer provider (call his_otel.configure(TABLE) or use HISAgent)",
+                )
                 logger.warning(
                     "evt_type=<%s> | no his-otel pipeline for this span's tracer provider, no row written"
                     " (call his_otel.configure(); logged once)",

@@ -32,6 +32,9 @@ ATTR_EVT_MESSAGE_LENGTH = "his.evt_message_length"
 ATTR_TABLE = "his.table"
 # The attribute AgentCore and OTel's session convention use, so backends can search spans by session.
 SPAN_ATTR_SESSION_ID = "session.id"
+# Set on a span when a milestone is added to it, so a collector's filter processor can keep only
+# the spans that carry milestones (span conditions cannot look at a span's events).
+SPAN_ATTR_HAS_MILESTONE = "his.has_milestone"
 
 # Item attribute names: here-i-strand's six, then the trace link and the truncation flags.
 KEY_SESSION_ID = "session_id"

@@ -28,8 +28,9 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from .. import config
+from .. import config, notice
 from ..schema import ATTR_EVENT_ID, EVENT_NAME, Milestone
+from ..write.dynamodb import TRANSIENT_CODES, advice
 from ..write.exporter import (
     DynamoDBSpanExporter,
     ExportOutcome,
@@ -258,6 +259,11 @@ class HISSpanProcessor(SpanProcessor):
                     self._dropped[DROP_QUEUE_FULL] += 1
                     if not self._overflowing:
                         self._overflowing = True
+                        notice.tell(
+                            "queue-full",
+                            "status queue full (DynamoDB slow or down?): milestones are dropped until it"
+                            " drains; raise max_queue_size or see stats().dropped",
+                        )
                         logger.error(
                             "max_queue_size=<%d>, max_queue_bytes=<%d> | status queue full (DynamoDB slow or"
                             " down?), dropping milestones until it drains; see stats().dropped",
@@ -361,12 +367,22 @@ class HISSpanProcessor(SpanProcessor):
         self, batch: list[Milestone], parked: dict[str, _Parked], fresh: int, outcome: ExportOutcome
     ) -> None:
         now = time.monotonic()
+        said: list[tuple[str, str]] = []
         with self._cond:
             self._inflight = 0
             self._settled += fresh
             self._queued_bytes -= sum(m.approx_bytes() for m in batch)
             self._written += outcome.written
             self._rejected.update(outcome.rejected_causes)
+            for cause, count in outcome.rejected_causes.items():
+                said.append(
+                    (
+                        f"rejected:{cause}",
+                        f"{count} status rows for table {self.exporter.table_name!r} can never be written:"
+                        f" DynamoDB refused them ({cause}); see stats().rejected_causes and the his_otel"
+                        " logger",
+                    )
+                )
             expired: Counter[str] = Counter()
             for m in outcome.unwritten:
                 before = parked.get(m.event_id)
@@ -395,12 +411,30 @@ class HISSpanProcessor(SpanProcessor):
                         len(self._parked),
                         self._max_age_s,
                     )
+                    if outcome.cause not in TRANSIENT_CODES and outcome.cause != "UnprocessedItems":
+                        said.append(
+                            (
+                                f"failing:{outcome.cause}",
+                                f"status rows for table {self.exporter.table_name!r} are not being written:"
+                                f" {outcome.cause}; {advice(outcome.cause, self.exporter.table_name)}. They"
+                                f" are retried for up to {self._max_age_s:g} s, then dropped (and any still"
+                                " pending at exit).",
+                            )
+                        )
             elif not outcome.unwritten and (parked or not self._parked):
                 if self._failing:
                     logger.warning("causes=<%s> | status rows are being written again", sorted(self._failing))
                 self._failing.clear()
                 self._backoff = 0.0
             for cause, count in expired.items():
+                said.append(
+                    (
+                        f"expired:{cause}",
+                        f"{count} status rows for table {self.exporter.table_name!r} were dropped: writes"
+                        f" failed ({cause}) for longer than the row age limit ({self._max_age_s:g} s);"
+                        f" {advice(cause, self.exporter.table_name)}.",
+                    )
+                )
                 self._log.error(
                     f"expired:{cause}",
                     "cause=<%s>, rejected=<%d>, max_row_age_s=<%g> | status rows rejected: writes failed"
@@ -412,6 +446,15 @@ class HISSpanProcessor(SpanProcessor):
             if not self._queue and not self._parked:
                 self._overflowing = False
             self._cond.notify_all()
+        logger.debug(
+            "table=<%s>, written=<%d>, unwritten=<%d>, rejected=<%d> | status rows batch settled",
+            self.exporter.table_name,
+            outcome.written,
+            len(outcome.unwritten),
+            outcome.rejected,
+        )
+        for key, text in said:
+            notice.tell(key, text)
 
     # -- flush and shutdown ----------------------------------------------------------------------
 
@@ -471,9 +514,25 @@ class HISSpanProcessor(SpanProcessor):
             # The last chance for parked rows: try them now rather than at their next backoff.
             self._parked_until = 0.0
             deadline = time.monotonic() + self._shutdown_timeout_s
-            flushed = self._worker is None or self._wait(
-                lambda: not (self._queue or self._parked or self._inflight), deadline
+
+            def done() -> bool:
+                return not (self._queue or self._parked or self._inflight)
+
+            # A second passes in silence; a longer wait (DynamoDB failing or slow) is announced.
+            quiet = min(deadline, time.monotonic() + 1.0)
+            flushed = self._worker is None or self._wait(done, quiet)
+            pending, failing = len(self._queue) + len(self._parked) + self._inflight, sorted(self._failing)
+        if not flushed:
+            why = (
+                f"{', '.join(failing)}; {advice(failing[0], self.exporter.table_name)}" if failing else "slow"
             )
+            notice.tell(
+                "shutdown-wait",
+                f"waiting up to {max(0.0, deadline - time.monotonic()):.0f} s more for {pending} status rows"
+                f" DynamoDB has not taken yet ({why})",
+            )
+        with self._cond:
+            flushed = flushed or self._wait(done, deadline)
             self._stop = True
             self._cond.notify_all()
             lost = len(self._queue) + len(self._parked)
@@ -491,6 +550,11 @@ class HISSpanProcessor(SpanProcessor):
                 "dropped=<%d>, in_flight=<%d> | his-otel shut down before DynamoDB took every milestone",
                 lost,
                 in_flight,
+            )
+            notice.tell(
+                "shutdown-lost",
+                f"{lost + in_flight} status rows for table {self.exporter.table_name!r} were not written"
+                f" before shutdown ({', '.join(sorted(self._failing)) or 'timeout'}); see stats().dropped",
             )
 
     def stats(self) -> ProcessorStats:

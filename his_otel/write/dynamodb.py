@@ -68,6 +68,22 @@ ADVICE = {
     "PartialCredentialsError": "complete the AWS credentials",
     "NoRegionError": "set AWS_REGION or AWS_DEFAULT_REGION",
 }
+# Retried like throttling, but a person may have to act (and hear about it) all the same.
+UNREACHABLE_ADVICE = (
+    "check the endpoint (AWS_ENDPOINT_URL_DYNAMODB, endpoint_url=), the region and the network"
+)
+
+
+def advice(cause: str, table: str) -> str:
+    """What to do about rows failing with ``cause`` (an error code or botocore exception name)."""
+    if cause in ADVICE:
+        return ADVICE[cause].replace("NAME", table)
+    if cause in TRANSIENT_CODES or cause == "UnprocessedItems":
+        return "DynamoDB is throttling or busy; rows are retried with backoff"
+    if cause.endswith(("ConnectionError", "TimeoutError", "ClosedError")):
+        return UNREACHABLE_ADVICE
+    return "see the his_otel logger's records for the error"
+
 
 Row = tuple[str, Item]
 """A table name and the item to put there."""
@@ -360,8 +376,11 @@ class DynamoDBWriter:
             if name in ADVICE:
                 self._log.error(name, "error=<%s> | cannot sign DynamoDB requests: %s", e, ADVICE[name])
                 return _Outcome(give_back=True, error=name)
-            self._log.warning(name, "error=<%s> | DynamoDB unreachable, will retry", e)
-            return _Outcome(retry=chunk, error=name)
+            # botocore has already retried it; the caller retries later with backoff, and knows why.
+            self._log.warning(
+                name, "error=<%s> | DynamoDB unreachable, will retry: %s", e, UNREACHABLE_ADVICE
+            )
+            return _Outcome(give_back=True, error=name)
         # A broken client factory or an unexpected botocore failure.
         self._log.error(name, "error=<%r> | DynamoDB write failed", e)
         return _Outcome(give_back=True, error=name)

@@ -1,0 +1,86 @@
+"""Losing status rows is never silent: a user's script with no logging set up hears, once, on stderr,
+what went wrong and what to fix (``HISOtelWarning``), and still runs to the end."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from helpers import fresh_shell, run_script
+from his_otel.write.table import create_table
+
+SCRIPT = """
+from his_otel import HISAgent, ScriptedModel
+for i in range(3):  # three invocations: each kind of failure is still said once
+    agent = HISAgent(status_dynamo_table_name=TABLE, session_id=f"s-{i}", model=ScriptedModel(["done"]))
+    print(agent("hi"))
+print("script finished")
+"""
+
+
+def quick_shell(**extra: str) -> dict[str, str]:
+    """A fresh shell with short shutdown and row-age limits, so a failing run ends soon."""
+    return fresh_shell(HIS_OTEL_SHUTDOWN_TIMEOUT_MS="2000", HIS_OTEL_MAX_ROW_AGE_MS="60000", **extra)
+
+
+def run(table: str, env: dict[str, str]) -> Any:
+    proc = run_script(f"TABLE = {table!r}\n{SCRIPT}", env, clean=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr  # the agent is never failed by its status rows
+    assert proc.stdout.count("done") == 3 and "script finished" in proc.stdout
+    return proc
+
+
+def said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "HISOtelWarning: his-otel:" in line]
+
+
+@pytest.mark.parametrize(
+    ("case", "env", "words"),
+    [
+        ("missing table", {}, ["'missing'", "ResourceNotFoundException", "his-otel create-table missing"]),
+        ("wrong region", {"AWS_REGION": "eu-west-1"}, ["ResourceNotFoundException", "fix its name/region"]),
+        (
+            "unreachable endpoint",
+            {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"},
+            ["EndpointConnectionError", "check the endpoint"],
+        ),
+    ],
+)
+def test_failures_at_a_local_endpoint_are_said_once_with_what_to_fix(
+    case: str, env: dict[str, str], words: list[str], moto_endpoint: str, ddb: Any
+) -> None:
+    create_table(ddb, "missing-elsewhere")  # exists in us-east-1 only
+    table = "missing-elsewhere" if case == "wrong region" else "missing"
+    proc = run(table, quick_shell(**{"AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint, **env}))
+    lines = said(proc.stderr)
+    failing = [line for line in lines if "are not being written" in line]
+    assert len(failing) == 1, proc.stderr  # once, not per row or per invocation
+    for word in words:
+        assert word in failing[0], failing[0]
+    # At exit the rows still pending are named, and the wait is announced before it starts.
+    waiting = r"waiting up to \d+ s more for \d+ status rows"
+    assert any(re.search(waiting, line) for line in lines), proc.stderr
+    assert any("were not written before shutdown" in line for line in lines), proc.stderr
+
+
+def test_no_credentials_and_no_region_for_aws_itself_are_said(moto_endpoint: str) -> None:
+    proc = run("AgentStatus", quick_shell(AWS_REGION="us-east-1"))
+    assert any(
+        "NoCredentialsError" in line and "configure AWS credentials" in line for line in said(proc.stderr)
+    )
+    proc = run("AgentStatus", quick_shell())
+    assert any("NoRegionError" in line and "set AWS_REGION" in line for line in said(proc.stderr))
+
+
+def test_a_working_table_says_nothing(moto_endpoint: str, ddb: Any) -> None:
+    create_table(ddb, "works")
+    proc = run("works", quick_shell(AWS_ENDPOINT_URL_DYNAMODB=moto_endpoint))
+    assert proc.stderr.strip() == ""
+
+
+def test_an_application_can_silence_or_raise_the_warning(moto_endpoint: str) -> None:
+    env = quick_shell(AWS_ENDPOINT_URL_DYNAMODB=moto_endpoint, PYTHONWARNINGS="ignore::UserWarning")
+    proc = run("missing", env)
+    assert said(proc.stderr) == []
