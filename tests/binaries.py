@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from helpers import wait_listening
+from his_otel.testing.local_dynamodb import free_port
 
 SHARED = Path(os.environ.get("HIS_OTEL_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 CACHE = Path(os.environ.get("HIS_OTEL_BIN_CACHE") or Path.home() / ".cache" / "his-otel-bin")
@@ -43,13 +45,20 @@ def require(name: str) -> Path:
 
 
 @contextmanager
-def collector(config: dict[str, Any], workdir: Path, port: int) -> Iterator[subprocess.Popen[str]]:
-    """Run the real collector with ``config`` until the block ends; ``port`` is one it listens on."""
-    path = workdir / "collector.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = (workdir / "collector.log").open("w")
+def _running(
+    name: str, config: dict[str, Any] | str, workdir: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """Run the real ``name`` with ``config`` (a dict, or YAML text) until the block ends; ``port`` is
+    one it listens on. Its output goes to ``workdir/<name>.log``."""
+    path = workdir / f"{name}.yaml"
+    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    log = (workdir / f"{name}.log").open("w")
     proc = subprocess.Popen(
-        [str(require("otelcol-his")), "--config", str(path)], stdout=log, stderr=log, text=True
+        [str(require(name)), "--config", str(path)],
+        stdout=log,
+        stderr=log,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         wait_listening(port, proc)
@@ -61,3 +70,66 @@ def collector(config: dict[str, Any], workdir: Path, port: int) -> Iterator[subp
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def collector(
+    config: dict[str, Any] | str, workdir: Path, port: int, env: dict[str, str] | None = None
+) -> AbstractContextManager[subprocess.Popen[str]]:
+    """The real collector (``otelcol-his``) with ``config``; ``port`` is one it listens on."""
+    return _running("otelcol-his", config, workdir, port, env)
+
+
+@dataclass(frozen=True)
+class Jaeger:
+    query: str  # the UI and query API, http://127.0.0.1:PORT
+    otlp_grpc: str  # 127.0.0.1:PORT
+    otlp_http: str  # http://127.0.0.1:PORT
+
+
+def _jaeger_config(http: int, grpc: int, otlp_grpc: int, otlp_http: int) -> dict[str, Any]:
+    """Jaeger v2 all-in-one with memory storage (as ../shared/bin/jaeger-config.example.yaml), every
+    endpoint on loopback."""
+    return {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query"],
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": ["jaeger_storage_exporter"],
+                }
+            },
+            "telemetry": {"metrics": {"level": "none"}},
+        },
+        "extensions": {
+            "jaeger_query": {
+                "storage": {"traces": "memstore"},
+                "http": {"endpoint": f"127.0.0.1:{http}"},
+                "grpc": {"endpoint": f"127.0.0.1:{grpc}"},
+            },
+            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
+        },
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": f"127.0.0.1:{otlp_grpc}"},
+                    "http": {"endpoint": f"127.0.0.1:{otlp_http}"},
+                }
+            }
+        },
+        "processors": {"batch": {}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    }
+
+
+@contextmanager
+def jaeger(workdir: Path) -> Iterator[Jaeger]:
+    """The real Jaeger v2 on free loopback ports until the block ends."""
+    http, grpc, otlp_grpc, otlp_http = (free_port() for _ in range(4))
+    with _running("jaeger", _jaeger_config(http, grpc, otlp_grpc, otlp_http), workdir, http) as proc:
+        wait_listening(otlp_grpc, proc)
+        yield Jaeger(
+            query=f"http://127.0.0.1:{http}",
+            otlp_grpc=f"127.0.0.1:{otlp_grpc}",
+            otlp_http=f"http://127.0.0.1:{otlp_http}",
+        )
