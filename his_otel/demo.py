@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from strands import tool
 
@@ -18,7 +21,7 @@ from .agent.his_agent import HISAgent
 from .emit import milestone
 from .models.scripted import ScriptedModel, ToolCall
 from .schema import EventType
-from .tracing import configure
+from .tracing import configure, otlp_endpoint
 
 DEFAULT_DEMO_TABLE = "his-otel-demo"
 
@@ -82,6 +85,29 @@ def demo_script() -> list[Any]:
     ]
 
 
+@contextlib.contextmanager
+def _ctrl_c_cancels(agent: HISAgent) -> Iterator[threading.Event]:
+    """Ctrl-C cancels the invocation. Strands runs it on a thread of its own and waits for that
+    thread even when the wait is interrupted, so a KeyboardInterrupt alone would arrive only after
+    the whole run. A second Ctrl-C leaves at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        agent.cancel(message="interrupted (Ctrl-C)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_demo(
     *,
     table: str | None = None,
@@ -117,11 +143,8 @@ def run_demo(
             os.environ.update(LOCAL_ENV)
             out.write(f"embedded DynamoDB (moto server) at {endpoint}\n")
         if endpoint:
+            # The writer configure() builds reads it (a loopback endpoint needs no AWS set-up).
             os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-            if urlsplit(endpoint).hostname in ("localhost", "127.0.0.1", "::1"):
-                # A local DynamoDB takes any credentials; fill in only what is not set.
-                for key, value in LOCAL_ENV.items():
-                    os.environ.setdefault(key, value)
         client = make_client(endpoint)
         try:
             created = create_table(client, table)
@@ -133,6 +156,7 @@ def run_demo(
         stack.callback(handle.shutdown)
         follower = Follower(client, table, session_id, out, interval_s=0.2)
         follower.start()
+        stack.callback(follower.stop)  # also on Ctrl-C: its thread must not outlive the DynamoDB
         agent = HISAgent(
             status_dynamo_table_name=table,
             session_id=session_id,
@@ -144,7 +168,11 @@ def run_demo(
             system_prompt="You are a support agent deciding refunds.",
         )
         started = time.perf_counter()
-        result = agent("Customer says order A-1001 arrived damaged. Refund?")
+        with _ctrl_c_cancels(agent) as interrupted:
+            result = agent("Customer says order A-1001 arrived damaged. Refund?")
+        if interrupted.is_set():
+            handle.force_flush(5_000)  # the cancellation's ERROR row, while the DynamoDB still runs
+            raise KeyboardInterrupt
         elapsed = time.perf_counter() - started
         flushed = handle.force_flush(10_000)
         follower.stop()
@@ -158,13 +186,29 @@ def run_demo(
         out.write(", ".join(f"{t}={n}" for t, n in sorted(types.items())) + "\n")
         out.write(f"trace id: {', '.join(traces) or '-'}\n")
         if handle.otlp_exporter is not None:
-            first = traces[0] if traces else ""
-            out.write(f"trace sent over OTLP; in Jaeger: http://localhost:16686/trace/{first}\n")
+            sent, failed = handle.otlp_delivery()
+            target = otlp_endpoint()
+            if failed or not sent:
+                out.write(
+                    f"trace NOT sent over OTLP to {target}: {failed} spans failed (is a collector"
+                    " listening there? the OTLP exporter's error is above)\n"
+                )
+            else:
+                first = traces[0] if traces else ""
+                out.write(f"trace sent over OTLP to {target} ({sent} spans);")
+                out.write(f" in Jaeger: http://localhost:16686/trace/{first}\n")
         if stack_has_local:
             out.write("(the embedded DynamoDB stops with the demo; pass --endpoint to keep the rows)\n")
         else:
-            out.write(f"read them again: his-otel tail {session_id} --table {table}")
-            out.write(f" --endpoint {endpoint}\n" if endpoint else "\n")
+            again = [
+                "his-otel",
+                "tail",
+                session_id,
+                "--table",
+                table,
+                *(["--endpoint", endpoint] if endpoint else []),
+            ]
+            out.write(f"read them again: {shlex.join(again)}\n")
         missing = [str(t) for t in EXPECTED if str(t) not in types]
         if missing or not flushed:
             out.write(f"missing milestone rows: {', '.join(missing) or '-'}; flushed={flushed}\n")

@@ -11,14 +11,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from . import config
 from .capture import lifecycle
@@ -49,6 +49,29 @@ def _bounded(fn: Callable[[], object], timeout_s: float) -> bool:
     return bool(outcome and outcome[0] is not False)
 
 
+class _Counted(SpanExporter):
+    """The OTLP exporter, counting what it delivered: the SDK's batch processor only logs a failure."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.sent = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self.sent += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 @dataclass
 class Handle:
     """What ``configure()`` set up. Keep it to flush or shut down explicitly."""
@@ -60,6 +83,7 @@ class Handle:
     """True when his-otel installed the global provider (none existed)."""
     otlp_exporter: SpanExporter | None = None
     otlp_processor: SpanProcessor | None = None
+    otlp_tally: _Counted | None = None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Write pending rows (and send pending OTLP spans when his-otel installed the provider),
@@ -84,6 +108,12 @@ class Handle:
     def stats(self) -> ProcessorStats:
         return self.processor.stats()
 
+    def otlp_delivery(self) -> tuple[int, int]:
+        """(spans the OTLP exporter delivered, spans it failed to), when his-otel installed it."""
+        if self.otlp_tally is None:
+            return 0, 0
+        return self.otlp_tally.sent, self.otlp_tally.failed
+
 
 def _otlp_requested(otlp: bool | None) -> bool:
     if otlp is not None:
@@ -96,12 +126,24 @@ def _otlp_requested(otlp: bool | None) -> bool:
     return bool(os.environ.get(config.ENV_OTLP_ENDPOINT) or os.environ.get(config.ENV_OTLP_TRACES_ENDPOINT))
 
 
-def _otlp_exporter() -> SpanExporter:
-    protocol = (
+def _otlp_protocol() -> str:
+    return (
         os.environ.get(config.ENV_OTLP_TRACES_PROTOCOL)
         or os.environ.get(config.ENV_OTLP_PROTOCOL)
         or "http/protobuf"
     ).strip()
+
+
+def otlp_endpoint() -> str:
+    """Where the OTLP exporter ``configure()`` installs sends traces (from the standard variables)."""
+    traces = os.environ.get(config.ENV_OTLP_TRACES_ENDPOINT, "").strip()
+    base = os.environ.get(config.ENV_OTLP_ENDPOINT, "").strip()
+    default = "http://localhost:4317" if _otlp_protocol() == "grpc" else "http://localhost:4318"
+    return traces or base or default
+
+
+def _otlp_exporter() -> SpanExporter:
+    protocol = _otlp_protocol()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
@@ -186,6 +228,7 @@ def configure(
         installed = False
         otlp_exporter: SpanExporter | None = None
         otlp_processor: SpanProcessor | None = None
+        otlp_tally: _Counted | None = None
         if tracer_provider is None and not isinstance(provider, TracerProvider):
             if type(provider).__name__ != "ProxyTracerProvider":
                 logger.warning(
@@ -200,7 +243,8 @@ def configure(
                 provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
                 if _otlp_requested(otlp):
                     otlp_exporter = _otlp_exporter()
-                    otlp_processor = BatchSpanProcessor(otlp_exporter)
+                    otlp_tally = _Counted(otlp_exporter)
+                    otlp_processor = BatchSpanProcessor(otlp_tally)
                     provider.add_span_processor(otlp_processor)
                 trace_api.set_tracer_provider(provider)
                 if trace_api.get_tracer_provider() is not provider:
@@ -240,6 +284,7 @@ def configure(
             installed_provider=installed,
             otlp_exporter=otlp_exporter,
             otlp_processor=otlp_processor,
+            otlp_tally=otlp_tally,
         )
         _handles[id(provider)] = handle
         if otlp_processor is not None:

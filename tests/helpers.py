@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # The rows of one HISAgent invocation with one tool call (whose body reports PROGRESS).
@@ -49,6 +50,39 @@ def run_script(
         text=True,
         timeout=timeout,
         env=dict(env or {}) if clean else {**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def fresh_shell(**extra: str) -> dict[str, str]:
+    """What a new user's shell has: no AWS, his-otel or OTel variables, no AWS files, no instance
+    role; plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HIS_OTEL_", "OTEL_"))}
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return {**env, **extra}
+
+
+# The console script pip installed beside this interpreter: what a user types.
+HIS_OTEL = str(Path(sys.executable).with_name("his-otel"))
+
+
+def his_otel(
+    *args: str,
+    env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``his-otel`` command; ``env`` replaces this process's environment, ``extra_env``
+    is added to it."""
+    return subprocess.run(
+        [HIS_OTEL, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env={**(env if env is not None else os.environ), **(extra_env or {})},
         check=False,
     )
 

@@ -451,6 +451,9 @@ def test_shutdown_drains_accepted_requests(
 
 def test_a_port_in_use_is_a_clear_error(table: str, bridge_for: Any) -> None:
     first = bridge_for(table)
-    with pytest.raises(OSError, match=r"did not start: OSError: cannot listen for gRPC on 127\.0\.0\.1:\d+"):
-        Bridge(table, port=0, grpc_port=first.grpc_bound_port).start(timeout_s=30)
+    grpc_port = first.grpc_bound_port
+    with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{grpc_port}: Address already in use"):
+        Bridge(table, port=0, grpc_port=grpc_port).start(timeout_s=30)
+    with pytest.raises(OSError, match=rf"cannot listen on {first.url[7:]}: Address already in use"):
+        Bridge(table, port=first.address[1], grpc_port=0).start(timeout_s=30)
     assert get(f"{first.url}/health").status == 200

@@ -58,6 +58,21 @@ def switch(arg: bool | None, env: str) -> bool:
     return os.environ.get(env, "").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound (not yet listening) to ``host:port``, as uvicorn binds one, but failing with
+    an ``OSError`` that names the address (uvicorn's own bind logs and exits the process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.set_inheritable(True)  # worker processes serve it
+    return sock
+
+
 class Bridge:
     """The OTLP -> DynamoDB bridge. Every argument falls back to its ``HIS_OTEL_*`` variable.
 
@@ -106,7 +121,10 @@ class Bridge:
         table = config.resolve_str(table_name, config.ENV_TABLE)
         if not table:
             raise ValueError(f"the bridge needs a table: pass table_name or set {config.ENV_TABLE}")
-        self._host = config.resolve_str(host, ENV_HOST, "127.0.0.1")
+        self._host = config.resolve_str(host, ENV_HOST, "127.0.0.1").strip()
+        if not self._host:
+            # An empty host would listen on every interface, which no one means by leaving it blank.
+            raise ValueError("the listen address is empty: give a host, e.g. 127.0.0.1 or 0.0.0.0")
         self._port = config.resolve_int(port, ENV_PORT, DEFAULT_PORT, minimum=0, maximum=65535)
         self._grpc = switch(grpc, ENV_GRPC)
         self._grpc_port = config.resolve_int(
@@ -203,7 +221,15 @@ class Bridge:
         if self._socket is None:
             cfg = self.uvicorn_config()
             self._server = uvicorn.Server(cfg)
-            self._socket = cfg.bind_socket()
+            self._socket = _bound_socket(self._host, self._port)
+            if self._grpc and self._grpc_port and not self._reuse_port:
+                # Found now, in words, rather than by grpcio's C core (a log line, then a failed start).
+                try:
+                    _bound_socket(self._host, self._grpc_port).close()
+                except OSError:
+                    self._socket.close()
+                    self._socket = None
+                    raise
 
     def start(self, timeout_s: float = 30.0) -> Bridge:
         """Serve both protocols on a background thread; returns once both listen.

@@ -22,26 +22,32 @@ from ..bridge.server import (
     ENV_PORT,
     serve_workers,
 )
+from .arguments import port, seconds, text, workers
 
 
 def add_bridge_arguments(parser: argparse.ArgumentParser, endpoint_help: str) -> None:
-    parser.add_argument("--table", default=None, help=f"the one table it writes (else {config.ENV_TABLE})")
-    parser.add_argument("--host", default=None, help=f"listen address (else {ENV_HOST}, else 127.0.0.1)")
+    parser.add_argument(
+        "--table", type=text, default=None, help=f"the one table it writes (else {config.ENV_TABLE})"
+    )
+    parser.add_argument(
+        "--host", type=text, default=None, help=f"listen address (else {ENV_HOST}, else 127.0.0.1)"
+    )
     parser.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=None,
         help=f"OTLP/HTTP port (else {ENV_PORT}, else {DEFAULT_PORT}; 0: any)",
     )
     parser.add_argument(
         "--grpc-port",
-        type=int,
+        type=port,
         default=None,
         help=f"OTLP/gRPC port (else {ENV_GRPC_PORT}, else {DEFAULT_GRPC_PORT}; 0: any)",
     )
     parser.add_argument("--no-grpc", action="store_true", help=f"serve OTLP/HTTP only (or {ENV_GRPC}=0)")
     parser.add_argument(
         "--token-file",
+        type=text,
         default=None,
         help=f"file holding the bearer token (else {ENV_TOKEN}, {ENV_TOKEN_FILE})",
     )
@@ -51,12 +57,12 @@ def add_bridge_arguments(parser: argparse.ArgumentParser, endpoint_help: str) ->
         help=f"listen beyond loopback without a token (or {ENV_ALLOW_UNAUTHENTICATED}=1)",
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="bridge processes sharing the ports (uvicorn's supervisor)"
+        "--workers", type=workers, default=1, help="bridge processes sharing the ports (uvicorn's supervisor)"
     )
-    parser.add_argument("--endpoint", default=None, help=endpoint_help)
+    parser.add_argument("--endpoint", type=text, default=None, help=endpoint_help)
     parser.add_argument(
         "--drain-timeout",
-        type=float,
+        type=seconds(0),
         default=None,
         help=f"seconds to finish accepted requests on SIGTERM (else {ENV_DRAIN_TIMEOUT}/1000, else 30)",
     )
@@ -92,8 +98,8 @@ def run_bridge(args: argparse.Namespace) -> int:
         os.environ[ENV_PORT] = str(args.port)
     if args.grpc_port is not None:
         os.environ[ENV_GRPC_PORT] = str(args.grpc_port)
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if not os.environ.get(config.ENV_TABLE, "").strip():
+        raise ValueError(f"no table given: pass --table or set {config.ENV_TABLE}")
     bridge = Bridge()
     bridge.bind()
     if args.workers > 1:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from .. import __version__, config
 from ..demo import DEFAULT_DEMO_TABLE
 from ..write.table import TableError, explain, make_client
+from .arguments import seconds, text
 from .bridge import add_bridge_arguments
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,11 @@ def _endpoint(args: argparse.Namespace) -> str | None:
 
 
 def _guarded(fn: Callable[[], int], endpoint: str | None) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         return fn()
-    except (BotoCoreError, ClientError) as e:
+    except (CLIError, TableError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # whatever boto3 raises for an endpoint, in one sentence
         raise explain(e, endpoint) from e
 
 
@@ -56,7 +57,18 @@ def cmd_create_table(args: argparse.Namespace) -> int:
     client = make_client(endpoint)
 
     def run() -> int:
-        created = create_table(client, args.name)
+        from botocore.exceptions import ConnectionError as Unreachable
+
+        deadline = time.monotonic() + args.wait
+        while True:
+            try:
+                created = create_table(client, args.name)
+                break
+            except Unreachable:
+                # DynamoDB still starting (compose starts this beside it): try again until --wait ends.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
         print(f"table {args.name} {'created' if created else 'already exists'} at {endpoint or 'AWS'}")
         return 0
 
@@ -87,6 +99,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return _guarded(run, endpoint)
 
 
+MIN_INTERVAL_S = 0.1  # a poll of DynamoDB per tenth of a second is plenty for a terminal
 _LEAVE_AT_ONCE = False
 EXIT_WATCHDOG_S = 10
 
@@ -101,7 +114,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CLIError(str(e)) from e
     except OSError as e:
-        raise CLIError(f"cannot listen: {e}") from e
+        raise CLIError(e.strerror if e.strerror and "listen" in e.strerror else f"cannot listen: {e}") from e
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -118,46 +131,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # -v goes before or after the command; SUPPRESS keeps a subcommand from resetting the other.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log his-otel's own activity"
+    )
     parser = argparse.ArgumentParser(
-        prog="his-otel", description="Agent status rows for Strands Agents, carried by OpenTelemetry."
+        prog="his-otel",
+        description="Agent status rows for Strands Agents, carried by OpenTelemetry.",
+        parents=[verbose],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log his-otel's own activity")
     sub = parser.add_subparsers(dest="command", required=True)
 
     endpoint_help = "DynamoDB endpoint URL (else AWS_ENDPOINT_URL_DYNAMODB, else AWS)"
 
-    demo = sub.add_parser("demo", help="run a HISAgent offline and print its status rows as they land")
-    demo.add_argument(
-        "--table", default=None, help=f"table name (else {config.ENV_TABLE}, else {DEFAULT_DEMO_TABLE})"
+    demo = sub.add_parser(
+        "demo", parents=[verbose], help="run a HISAgent offline and print its status rows as they land"
     )
-    demo.add_argument("--session-id", default=None, help="session id (default: a new one)")
     demo.add_argument(
-        "--endpoint", default=None, help="use this DynamoDB instead of starting the embedded one"
+        "--table",
+        type=text,
+        default=None,
+        help=f"table name (else {config.ENV_TABLE}, else {DEFAULT_DEMO_TABLE})",
+    )
+    demo.add_argument("--session-id", type=text, default=None, help="session id (default: a new one)")
+    demo.add_argument(
+        "--endpoint", type=text, default=None, help="use this DynamoDB instead of starting the embedded one"
     )
     demo.add_argument(
         "--use-aws", action="store_true", help="write to real DynamoDB through boto3's environment"
     )
-    demo.add_argument("--turn-delay", type=float, default=0.3, help="seconds each scripted model turn takes")
+    demo.add_argument(
+        "--turn-delay", type=seconds(0), default=0.3, help="seconds each scripted model turn takes"
+    )
     demo.set_defaults(func=cmd_demo)
 
-    create = sub.add_parser("create-table", help="create the status table (on-demand)")
-    create.add_argument("name", help="table name")
-    create.add_argument("--endpoint", default=None, help=endpoint_help)
+    create = sub.add_parser("create-table", parents=[verbose], help="create the status table (on-demand)")
+    create.add_argument("name", type=text, help="table name")
+    create.add_argument("--endpoint", type=text, default=None, help=endpoint_help)
+    create.add_argument(
+        "--wait",
+        type=seconds(0),
+        default=0.0,
+        metavar="SEC",
+        help="keep trying this long while DynamoDB cannot be reached (e.g. still starting)",
+    )
     create.set_defaults(func=cmd_create_table)
 
     bridge = sub.add_parser(
-        "bridge", help="receive OTLP traces (HTTP and gRPC) and write their milestones as rows"
+        "bridge",
+        parents=[verbose],
+        help="receive OTLP traces (HTTP and gRPC) and write their milestones as rows",
     )
     add_bridge_arguments(bridge, endpoint_help)
     bridge.set_defaults(func=cmd_bridge)
 
-    tail = sub.add_parser("tail", help="print a session's rows in order")
-    tail.add_argument("session_id", help="the session to show")
-    tail.add_argument("--table", default=None, help=f"table name (else {config.ENV_TABLE})")
-    tail.add_argument("--endpoint", default=None, help=endpoint_help)
+    tail = sub.add_parser("tail", parents=[verbose], help="print a session's rows in order")
+    tail.add_argument("session_id", type=text, help="the session to show")
+    tail.add_argument("--table", type=text, default=None, help=f"table name (else {config.ENV_TABLE})")
+    tail.add_argument("--endpoint", type=text, default=None, help=endpoint_help)
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new rows until Ctrl-C")
-    tail.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
+    tail.add_argument(
+        "--interval",
+        type=seconds(MIN_INTERVAL_S),
+        default=1.0,
+        help=f"seconds between polls with --follow (at least {MIN_INTERVAL_S:g})",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object per row")
     tail.set_defaults(func=cmd_tail)
     return parser
@@ -166,19 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # moto's server and urllib3 are chatty at INFO; they are not ours to report.
-    for name in ("werkzeug", "botocore", "urllib3", "strands"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "verbose", False):
+        # his-otel's own activity (rows written, requests served); other libraries stay at WARNING.
+        logging.getLogger("his_otel").setLevel(logging.DEBUG)
     try:
         return int(args.func(args))
     except (CLIError, TableError) as e:
         print(f"his-otel: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("his-otel: interrupted", file=sys.stderr)
         return 130
 
 

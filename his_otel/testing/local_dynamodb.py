@@ -2,7 +2,7 @@
 
 A child process rather than moto's in-process ``ThreadedMotoServer``: in-process it shares the GIL
 with the agent and the writer, which distorts exactly what his-otel cares about (the agent's
-thread). Needs the ``local`` extra (``pip install 'his-otel[local]'``).
+thread). Needs the ``local`` extra (moto's server): ``pip install '/path/to/his-otel[local]'``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class LocalDynamoDB:
             import moto.server  # noqa: F401
         except ImportError as e:
             raise LocalDynamoDBError(
-                "the embedded DynamoDB needs moto's server: pip install 'his-otel[local]'"
+                "the embedded DynamoDB needs moto's server: install his-otel with its local extra"
+                " (pip install '/path/to/his-otel[local]'; it is not on the package index)"
             ) from e
         env = {**os.environ, **LOCAL_ENV}
         self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -66,6 +67,9 @@ class LocalDynamoDB:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
+            # Its own session: a terminal's Ctrl-C goes to the demo, which then still writes its
+            # last rows here and stops this server itself, instead of both dying mid-write.
+            start_new_session=True,
         )
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:

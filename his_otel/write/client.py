@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import config
 
@@ -36,7 +39,6 @@ class ClientSource:
         import boto3
         from botocore.config import Config
 
-        sess = self.session or boto3.session.Session()
         cfg = Config(
             # Items are built by schema.to_item, never by hand; DynamoDB still validates them. The
             # client-side check was about a fifth of each call's CPU, on a thread sharing the GIL.
@@ -46,9 +48,70 @@ class ClientSource:
             retries={"mode": "standard", "max_attempts": 2},
             max_pool_connections=16,
         )
-        # botocore reads AWS_DEFAULT_REGION but not AWS_REGION (what Lambda and AgentCore set).
-        region = self.region_name or (None if self.session else config.resolve_region())
-        return sess.client("dynamodb", region_name=region, endpoint_url=self.endpoint_url, config=cfg)
+        if self.session is not None:
+            return self.session.client(
+                "dynamodb", region_name=self.region_name, endpoint_url=self.endpoint_url, config=cfg
+            )
+        kwargs = client_arguments(self.endpoint_url, self.region_name)
+        return boto3.session.Session().client("dynamodb", config=cfg, **kwargs)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# What DynamoDB Local and moto accept; never sent anywhere but a loopback endpoint.
+PLACEHOLDER_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+LOOPBACK_REGION = "us-east-1"
+
+
+def configured_endpoint(endpoint_url: str | None = None) -> str | None:
+    """The DynamoDB endpoint boto3 will use: the argument, else its two environment variables."""
+    return (
+        endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB", "").strip()
+        or os.environ.get("AWS_ENDPOINT_URL", "").strip()
+        or None
+    )
+
+
+def is_loopback(endpoint: str | None) -> bool:
+    return bool(endpoint) and urlsplit(str(endpoint)).hostname in LOOPBACK_HOSTS
+
+
+def _local_credentials_configured() -> bool:
+    """Whether boto3 finds credentials without asking the network (instance or container roles)."""
+    import botocore.session
+
+    resolver = botocore.session.get_session().get_component("credential_provider")
+    for remote in ("container-role", "iam-role"):
+        with contextlib.suppress(Exception):
+            resolver.remove(remote)
+    try:
+        return resolver.load_credentials() is not None
+    except Exception:
+        return False
+
+
+def client_arguments(endpoint_url: str | None, region_name: str | None = None) -> dict[str, Any]:
+    """boto3 ``client()`` arguments for DynamoDB: the region from AWS_REGION too (botocore reads only
+    AWS_DEFAULT_REGION), and for a loopback endpoint (DynamoDB Local, moto) whatever is missing of a
+    region and credentials, so a local table works in a fresh shell."""
+    region = region_name or config.resolve_region()
+    kwargs: dict[str, Any] = {"endpoint_url": endpoint_url, "region_name": region}
+    if is_loopback(configured_endpoint(endpoint_url)):
+        if region is None and not botocore_region():
+            kwargs["region_name"] = LOOPBACK_REGION
+        if not _local_credentials_configured():
+            kwargs.update(PLACEHOLDER_CREDENTIALS)
+    return kwargs
+
+
+def botocore_region() -> str | None:
+    """The region of boto3's default profile, if it names one."""
+    import botocore.session
+
+    try:
+        return botocore.session.get_session().get_config_variable("region")  # type: ignore[no-any-return]
+    except Exception:
+        return None
 
 
 def drop_inherited_connections(client: Any) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import config
 from ..schema import KEY_EVENT_ID, KEY_SESSION_ID
+from .client import client_arguments
 
 
 class TableError(Exception):
@@ -39,8 +39,7 @@ def make_client(endpoint: str | None) -> Any:
     import boto3
 
     try:
-        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what Lambda and AgentCore set.
-        return boto3.client("dynamodb", endpoint_url=endpoint, region_name=config.resolve_region())
+        return boto3.client("dynamodb", **client_arguments(endpoint))
     except Exception as e:  # botocore's NoRegionError and friends
         raise explain(e, endpoint) from e
 
@@ -62,9 +61,21 @@ def explain(e: Exception, endpoint: str | None) -> TableError:
         )
     if isinstance(e, EndpointConnectionError):
         return TableError(f"cannot reach DynamoDB at {where}: {e}")
+    not_dynamodb = f"{where} did not answer like DynamoDB"
     if isinstance(e, ClientError):
-        code = e.response.get("Error", {}).get("Code", "")
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        message = str(e.response.get("Error", {}).get("Message", ""))
+        if code.isdigit() or message.lstrip().startswith("<"):
+            # DynamoDB errors are JSON with an exception name; this is some other HTTP server.
+            return TableError(f"{not_dynamodb} (HTTP {code or '?'}): is the endpoint a DynamoDB one?")
         if code == "ResourceNotFoundException":
             return TableError(f"table not found at {where}. Create it with: his-otel create-table NAME")
-        return TableError(f"DynamoDB at {where} refused the request ({code}): {e}")
-    return TableError(f"{type(e).__name__}: {e}")
+        return TableError(f"DynamoDB at {where} refused the request ({code}): {_first_line(message)}")
+    if type(e).__module__.startswith("botocore"):
+        return TableError(f"{not_dynamodb}: {type(e).__name__}: {_first_line(str(e))}")
+    return TableError(f"{type(e).__name__}: {_first_line(str(e))}")
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,50 @@
+"""Argument types: what a flag must hold, said by argparse as one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def text(value: str) -> str:
+    """An argument that must hold something (a table, a session id, a host)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be blank")
+    return value.strip()
+
+
+def port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a port number (0-65535; 0 picks a free one)")
+    return number
+
+
+def seconds(minimum: float, *, inclusive: bool = True) -> Callable[[str], float]:
+    """A duration in seconds, at least ``minimum`` (above it when not ``inclusive``)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        if not math.isfinite(number) or number < minimum or (not inclusive and number == minimum):
+            bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
+            raise argparse.ArgumentTypeError(f"{value} seconds: must be {bound}")
+        return number
+
+    return parse
+
+
+def workers(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of processes") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number}: at least 1 process")
+    return number
