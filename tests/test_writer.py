@@ -205,3 +205,23 @@ def test_append_only_never_replaces_a_row_and_a_retry_puts_only_what_did_not_lan
     assert session_rows(ddb, table, "s")[7]["evt_message"] == "first writer"
     # Every row reached DynamoDB once: the retry did not put again what had landed.
     assert sorted(proxy.counters.puts.values()) == [1] * 40
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "ResourceNotFoundException"])
+def test_append_only_reports_dynamodbs_error_not_the_deadline_the_other_rows_found(code: str) -> None:
+    """With one put in flight, the first row's answer (slow, then an error) arrives after the
+    deadline, so every other row of the round finds the deadline passed. The cause reported is
+    DynamoDB's error (what the bridge turns into 429 or 503 with advice), never "deadline".
+    A stub client: the order of a slow answer and a passed deadline cannot be caused otherwise."""
+
+    class SlowFailingClient:
+        def put_item(self, **_: Any) -> None:
+            time.sleep(0.3)
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": code, "Message": "injected"}}, "PutItem")
+
+    writer = DynamoDBWriter(SlowFailingClient, append_only=True, puts_in_flight=1)
+    result = writer.write([row("t", "s", i) for i in range(5)], time.monotonic() + 0.1)
+    assert len(result.unwritten) == 5
+    assert result.cause == code

@@ -273,6 +273,7 @@ class DynamoDBWriter:
         while pending and time.monotonic() < deadline and not self.stop_event.is_set():
             retry: list[Row] = []
             give_back: list[Row] = []
+            give_back_cause = ""
             outcomes = self._pool.map(lambda r: self._put(r, deadline), pending)
             for row, outcome in zip(pending, outcomes, strict=True):
                 result.calls += outcome.error != "deadline"
@@ -286,12 +287,15 @@ class DynamoDBWriter:
                     self._reject(row, outcome.error, result)
                 elif outcome.give_back:
                     give_back.append(row)
-                    cause = outcome.error
+                    give_back_cause = outcome.error
                 else:
                     retry.append(row)
-                    cause = outcome.error or cause
+                    # A row that found the deadline passed says nothing about DynamoDB: a real
+                    # error of this round (throttling, a missing table) is the cause to report.
+                    if outcome.error != "deadline" or not cause:
+                        cause = outcome.error or cause
             if give_back:
-                return [*give_back, *retry], cause
+                return [*give_back, *retry], give_back_cause
             pending = retry
             if pending:
                 attempt += 1
