@@ -72,7 +72,6 @@ def his_otel(
     env: dict[str, str] | None = None,
     extra_env: dict[str, str] | None = None,
     timeout: float = 120,
-    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``his-otel`` command; ``env`` replaces this process's environment, ``extra_env``
     is added to it."""
@@ -81,7 +80,6 @@ def his_otel(
         capture_output=True,
         text=True,
         timeout=timeout,
-        input=stdin,
         env={**(env if env is not None else os.environ), **(extra_env or {})},
         check=False,
     )

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import config, notice
 from ..schema import ATTR_EVENT_ID, EVENT_NAME, Milestone
-from ..write.dynamodb import TRANSIENT_CODES, advice
+from ..write.dynamodb import advice, is_transient
 from ..write.exporter import (
     DynamoDBSpanExporter,
     ExportOutcome,
@@ -411,7 +411,7 @@ class HISSpanProcessor(SpanProcessor):
                         len(self._parked),
                         self._max_age_s,
                     )
-                    if outcome.cause not in TRANSIENT_CODES and outcome.cause != "UnprocessedItems":
+                    if not is_transient(outcome.cause):
                         said.append(
                             (
                                 f"failing:{outcome.cause}",

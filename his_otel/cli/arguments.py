@@ -24,17 +24,16 @@ def port(value: str) -> int:
     return number
 
 
-def seconds(minimum: float, *, inclusive: bool = True) -> Callable[[str], float]:
-    """A duration in seconds, at least ``minimum`` (above it when not ``inclusive``)."""
+def seconds(minimum: float) -> Callable[[str], float]:
+    """A duration in seconds, at least ``minimum``."""
 
     def parse(value: str) -> float:
         try:
             number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-        if not math.isfinite(number) or number < minimum or (not inclusive and number == minimum):
-            bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
-            raise argparse.ArgumentTypeError(f"{value} seconds: must be {bound}")
+        if not math.isfinite(number) or number < minimum:
+            raise argparse.ArgumentTypeError(f"{value} seconds: must be at least {minimum:g}")
         return number
 
     return parse

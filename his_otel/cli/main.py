@@ -37,7 +37,7 @@ def _endpoint(args: argparse.Namespace) -> str | None:
 def _guarded(fn: Callable[[], int], endpoint: str | None) -> int:
     try:
         return fn()
-    except (CLIError, TableError, KeyboardInterrupt):
+    except (CLIError, TableError):
         raise
     except Exception as e:  # whatever boto3 raises for an endpoint, in one sentence
         raise explain(e, endpoint) from e

@@ -76,11 +76,9 @@ def is_loopback(endpoint: str | None) -> bool:
     return bool(endpoint) and urlsplit(str(endpoint)).hostname in LOOPBACK_HOSTS
 
 
-def _local_credentials_configured() -> bool:
-    """Whether boto3 finds credentials without asking the network (instance or container roles)."""
-    import botocore.session
-
-    resolver = botocore.session.get_session().get_component("credential_provider")
+def _local_credentials_configured(session: Any) -> bool:
+    """Whether botocore finds credentials without asking the network (instance or container roles)."""
+    resolver = session.get_component("credential_provider")
     for remote in ("container-role", "iam-role"):
         with contextlib.suppress(Exception):
             resolver.remove(remote)
@@ -97,19 +95,20 @@ def client_arguments(endpoint_url: str | None, region_name: str | None = None) -
     region = region_name or config.resolve_region()
     kwargs: dict[str, Any] = {"endpoint_url": endpoint_url, "region_name": region}
     if is_loopback(configured_endpoint(endpoint_url)):
-        if region is None and not botocore_region():
+        import botocore.session
+
+        session = botocore.session.get_session()
+        if region is None and not _profile_region(session):
             kwargs["region_name"] = LOOPBACK_REGION
-        if not _local_credentials_configured():
+        if not _local_credentials_configured(session):
             kwargs.update(PLACEHOLDER_CREDENTIALS)
     return kwargs
 
 
-def botocore_region() -> str | None:
+def _profile_region(session: Any) -> str | None:
     """The region of boto3's default profile, if it names one."""
-    import botocore.session
-
     try:
-        return botocore.session.get_session().get_config_variable("region")  # type: ignore[no-any-return]
+        return session.get_config_variable("region")  # type: ignore[no-any-return]
     except Exception:
         return None
 

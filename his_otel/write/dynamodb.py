@@ -74,11 +74,16 @@ UNREACHABLE_ADVICE = (
 )
 
 
+def is_transient(cause: str) -> bool:
+    """Whether rows failing with ``cause`` only wait for DynamoDB (throttling, a busy server)."""
+    return cause in TRANSIENT_CODES or cause == "UnprocessedItems"
+
+
 def advice(cause: str, table: str) -> str:
     """What to do about rows failing with ``cause`` (an error code or botocore exception name)."""
     if cause in ADVICE:
         return ADVICE[cause].replace("NAME", table)
-    if cause in TRANSIENT_CODES or cause == "UnprocessedItems":
+    if is_transient(cause):
         return "DynamoDB is throttling or busy; rows are retried with backoff"
     if cause.endswith(("ConnectionError", "TimeoutError", "ClosedError")):
         return UNREACHABLE_ADVICE
