@@ -24,8 +24,10 @@ from .agent.report_tool import write_dynamo
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .emit import Identity, milestone, session
 from .models.scripted import ScriptedModel, ScriptExhaustedError, ToolCall
+from .multiagent.conveniences import HISGraphBuilder, HISSwarm
+from .multiagent.hooks import HISMultiAgentHooks
 from .notice import HISOtelWarning
-from .schema import EVENT_NAME, EventType, Milestone
+from .schema import EVENT_NAME, BidiEventType, EventType, Milestone, MultiAgentEventType
 from .tracing import Handle, configure, current_handle
 from .write.exporter import DynamoDBSpanExporter
 
@@ -34,17 +36,22 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE",
     "EVENT_NAME",
+    "BidiEventType",
     "DynamoDBSpanExporter",
     "EventLoopTracker",
     "EventType",
     "HISAgent",
     "HISBedrockThrottlingLogger",
+    "HISGraphBuilder",
     "HISHooks",
+    "HISMultiAgentHooks",
     "HISOtelWarning",
     "HISSpanProcessor",
+    "HISSwarm",
     "Handle",
     "Identity",
     "Milestone",
+    "MultiAgentEventType",
     "ProcessorStats",
     "ScriptExhaustedError",
     "ScriptedModel",

@@ -74,13 +74,45 @@ class EventType(str, Enum):
         return self.value
 
 
+class MultiAgentEventType(str, Enum):
+    """The milestone types of a Swarm or Graph run (the orchestration's own rows; its node agents
+    write the :class:`EventType` rows under their own ``agent_id``)."""
+
+    MULTIAGENT_START = "MULTIAGENT_START"
+    NODE_START = "NODE_START"
+    NODE_COMPLETION = "NODE_COMPLETION"
+    NODE_ERROR = "NODE_ERROR"
+    HANDOFF = "HANDOFF"
+    INTERRUPT = "INTERRUPT"
+    MULTIAGENT_COMPLETION = "MULTIAGENT_COMPLETION"
+    MULTIAGENT_ERROR = "MULTIAGENT_ERROR"
+    MULTIAGENT_STATS = "MULTIAGENT_STATS"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BidiEventType(str, Enum):
+    """The milestone types of a BidiAgent session besides TOOLING, ERROR and AGENT_STATS."""
+
+    SESSION_START = "SESSION_START"
+    CONNECTION_RESTART = "CONNECTION_RESTART"
+    CONNECTION_RESTARTED = "CONNECTION_RESTARTED"
+    BARGE_IN = "BARGE_IN"
+    RESPONSE_COMPLETION = "RESPONSE_COMPLETION"
+    SESSION_END = "SESSION_END"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class InvalidMilestoneError(ValueError):
     """A span event that cannot become a row (missing ids, malformed type)."""
 
 
 def normalize_evt_type(evt_type: str | EventType) -> str:
     """Return ``evt_type`` upper-cased, or raise :class:`InvalidMilestoneError` if it is not a valid name."""
-    value = evt_type.value if isinstance(evt_type, EventType) else str(evt_type).strip().upper()
+    value = evt_type.value if isinstance(evt_type, Enum) else str(evt_type).strip().upper()
     if not _EVT_TYPE_RE.match(value):
         raise InvalidMilestoneError(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {evt_type!r}")
     return value

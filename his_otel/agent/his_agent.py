@@ -9,11 +9,10 @@ from strands import Agent
 from strands.types.traces import AttributeValue
 
 from .. import config
-from ..emit import Identity
-from ..schema import SPAN_ATTR_SESSION_ID, InvalidMilestoneError, check_ids
+from ..schema import SPAN_ATTR_SESSION_ID
 from ..tracing import ensure_configured
-from .agentcore import runtime_session_id
 from .hooks import EventLoopTracker, HISHooks
+from .identity import resolve_identity
 from .prompt import DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE, build_system_prompt
 from .report_tool import write_dynamo
 
@@ -88,33 +87,16 @@ class HISAgent(Agent):
         invocation_flush_millis: int | None = None,
         **agent_kwargs: Any,
     ) -> None:
-        if not isinstance(status_dynamo_table_name, str) or not status_dynamo_table_name.strip():
-            raise ValueError("status_dynamo_table_name must be a non-empty string")
-        if session_id is None:
-            session_id = runtime_session_id()
-            if session_id is None:
-                raise ValueError(
-                    "session_id is required (it is taken from the request only inside a Bedrock"
-                    " AgentCore Runtime invocation)"
-                )
-        if not isinstance(session_id, str) or not session_id.strip():
-            raise ValueError("session_id must be a non-empty string")
-        try:
-            # A session id beyond DynamoDB's key limit could never be written: say so now.
-            check_ids(session_id, "-", agent_id or "default")
-        except InvalidMilestoneError as e:
-            raise ValueError(str(e)) from None
+        self.his_identity = resolve_identity(status_dynamo_table_name, session_id, agent_id)
+        session_id = self.his_identity.session_id
         mode = config.resolve_choice(reporting, config.ENV_REPORTING, "hooks", config.REPORTING_MODES)
-        self.his_identity = Identity(
-            session_id=session_id, agent_id=agent_id or "default", table=status_dynamo_table_name
-        )
         self.his_reporting = mode
         self._his_user = user
 
         if configure_tracing:
             ensure_configured(status_dynamo_table_name)
 
-        his_hooks = HISHooks(
+        self.his_hooks = his_hooks = HISHooks(
             self.his_identity,
             user=user,
             lifecycle=mode != "prompt",

@@ -8,7 +8,6 @@ is guarded: a hook that raises aborts the agent run, and a status row is never w
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import sys
@@ -31,10 +30,11 @@ from strands.tools.structured_output.structured_output_tool import StructuredOut
 from strands.types.exceptions import ModelThrottledException
 
 from .. import config
-from ..capture import routing
+from ..capture.settle import settle
 from ..emit import Identity, current_identity, reset_identity, set_identity
 from ..emit import milestone as _milestone
 from ..schema import EventType
+from . import attached
 from .payloads import agent_stats, result_payload
 
 logger = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class HISHooks(HookProvider):
         self._tokens: dict[int, tuple[contextvars.Token[Identity | None], Identity | None]] = {}
 
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
+        attached.note(registry, self)
         registry.add_callback(BeforeInvocationEvent, self._before_invocation)
         registry.add_callback(BeforeModelCallEvent, self._before_model_call)
         registry.add_callback(AfterModelCallEvent, self._after_model_call)
@@ -145,6 +146,10 @@ class HISHooks(HookProvider):
         # After-events run their callbacks in reverse: registered first, _settle runs last.
         registry.add_callback(AfterInvocationEvent, self._settle)
         registry.add_callback(AfterInvocationEvent, self._after_invocation)
+
+    def adopt(self, identity: Identity) -> None:
+        """Write to ``identity`` from now on: an orchestration placing this agent in its session."""
+        self.identity = identity
 
     def emit(self, evt_type: str, message: str, span: trace_api.Span | None = None) -> None:
         _milestone(
@@ -289,31 +294,8 @@ class HISHooks(HookProvider):
             self._guard("restore_identity", lambda: reset_identity(*saved))
 
     async def _settle(self, event: AfterInvocationEvent) -> None:
-        """Hold the invocation's return until its rows are written (bounded, and skipped while
-        DynamoDB is known to be failing).
-
-        A server's graceful drain ends with the process exiting right after the last response
-        (uvicorn re-raises SIGTERM with the default action), and AgentCore or Lambda may freeze the
-        process once the response is out: rows still queued then would be lost. Waiting here costs
-        one write round trip per invocation, not per milestone, and never blocks an event loop.
-        """
-        if self.invocation_flush_s <= 0:
-            return
-        try:
-            span = event.agent.trace_span or trace_api.get_current_span()
-            pipelines = routing.pipelines_for(span)
-            if not pipelines:
-                return
-            timeout = self.invocation_flush_s
-
-            def wait() -> None:
-                deadline = time.monotonic() + timeout
-                for pipeline in pipelines:
-                    pipeline.wait_settled(max(0.0, deadline - time.monotonic()))
-
-            await asyncio.get_running_loop().run_in_executor(None, wait)
-        except Exception:
-            logger.exception("his-otel could not wait for the invocation's rows; the agent goes on")
+        """Hold the invocation's return until its rows are written (``capture.settle`` says why)."""
+        await settle(event.agent.trace_span, self.invocation_flush_s)
 
 
 class EventLoopTracker:

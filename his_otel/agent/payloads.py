@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     try:
         json.dumps(value)
         return value
@@ -26,7 +26,7 @@ def agent_stats(result: Any, *, user: Any, execution_time_in_seconds: float, mod
         "output_tokens": usage.get("outputTokens", 0),
         "cache_write_tokens": usage.get("cacheWriteInputTokens", 0),
         "cache_read_tokens": usage.get("cacheReadInputTokens", 0),
-        "user": _jsonable(user),
+        "user": jsonable(user),
         "execution_time_in_seconds": execution_time_in_seconds,
         "tools": {
             name: {

@@ -1,0 +1,1 @@
+"""Status rows for Strands' multi-agent orchestrations (Swarm, Graph)."""
