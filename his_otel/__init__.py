@@ -21,9 +21,12 @@ from .agent.his_agent import HISAgent
 from .agent.hooks import EventLoopTracker, HISHooks
 from .agent.prompt import DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE
 from .agent.report_tool import write_dynamo
+from .bidi.agent import HISBidiAgent
+from .bidi.hooks import HISBidiHooks
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .emit import Identity, milestone, session
 from .models.scripted import ScriptedModel, ScriptExhaustedError, ToolCall
+from .models.scripted_bidi import BARGE_IN, ScriptedBidiModel, Speech
 from .multiagent.conveniences import HISGraphBuilder, HISSwarm
 from .multiagent.hooks import HISMultiAgentHooks
 from .notice import HISOtelWarning
@@ -34,6 +37,7 @@ from .write.exporter import DynamoDBSpanExporter
 __version__ = "0.1.0"
 
 __all__ = [
+    "BARGE_IN",
     "DEFAULT_DYNAMODB_REPORTING_PROMPT_TEMPLATE",
     "EVENT_NAME",
     "BidiEventType",
@@ -42,6 +46,8 @@ __all__ = [
     "EventType",
     "HISAgent",
     "HISBedrockThrottlingLogger",
+    "HISBidiAgent",
+    "HISBidiHooks",
     "HISGraphBuilder",
     "HISHooks",
     "HISMultiAgentHooks",
@@ -54,7 +60,9 @@ __all__ = [
     "MultiAgentEventType",
     "ProcessorStats",
     "ScriptExhaustedError",
+    "ScriptedBidiModel",
     "ScriptedModel",
+    "Speech",
     "TimeoutConcurrentToolExecutor",
     "ToolCall",
     "__version__",

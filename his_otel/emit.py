@@ -175,8 +175,10 @@ def milestone(
         # event already taken, or does not see the event at all.
         for pipeline in pipelines:
             pipeline.submit(m, target)
-        target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
-        target.set_attribute(SPAN_ATTR_HAS_MILESTONE, True)
+        # An ended span keeps its context (the row's trace link) but takes no more events.
+        if target.is_recording():
+            target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
+            target.set_attribute(SPAN_ATTR_HAS_MILESTONE, True)
         if not pipelines:
             _dropped_no_pipeline += 1
             if not _warned_no_pipeline:

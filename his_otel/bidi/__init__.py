@@ -1,0 +1,1 @@
+"""Status rows for ``strands.bidi`` voice sessions."""
