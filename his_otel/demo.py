@@ -1,4 +1,4 @@
-"""``his-otel demo``: a HISAgent with the scripted model, its rows printed as they land."""
+"""``his-otel demo``: a scenario with scripted models, its rows printed as they land."""
 
 from __future__ import annotations
 
@@ -11,87 +11,23 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from strands import tool
-
 from . import config
-from .agent.his_agent import HISAgent
-from .emit import milestone
-from .models.scripted import ScriptedModel, ToolCall
-from .schema import EventType
+from .scenarios import BUILDERS
 from .tracing import configure, otlp_endpoint
 
 DEFAULT_DEMO_TABLE = "his-otel-demo"
 
-EXPECTED = (
-    EventType.START,
-    EventType.EVENT_LOOP,
-    EventType.MODEL_INVOCATION,
-    EventType.TOOLING,
-    EventType.COMPLETION,
-    EventType.AGENT_STATS,
-    EventType.RESULT,
-)
-
-
-@tool
-def search_knowledge_base(query: str) -> str:
-    """Search the support knowledge base for articles matching a query."""
-    time.sleep(0.2)
-    milestone(EventType.PROGRESS, f"Knowledge base: 2 articles match {query!r}")
-    return "Refunds are allowed within 30 days of delivery for damaged items."
-
-
-@tool
-def get_order(order_id: str) -> dict[str, Any]:
-    """Fetch an order by id."""
-    time.sleep(0.3)
-    return {"order_id": order_id, "item": "kettle", "amount": 42.5, "delivered_days_ago": 4}
-
-
-@tool
-def get_shipping_status(order_id: str) -> str:
-    """Fetch the shipping status of an order."""
-    time.sleep(0.3)
-    return f"order {order_id}: delivered, carrier reported damage on arrival"
-
-
-def demo_script() -> list[Any]:
-    """Four model turns: a search, two tools at once, a model-reported milestone, the answer."""
-    return [
-        ToolCall("search_knowledge_base", {"query": "refund damaged item"}),
-        [
-            ToolCall("get_order", {"order_id": "A-1001"}),
-            ToolCall("get_shipping_status", {"order_id": "A-1001"}),
-        ],
-        # The model names someone else's table and session: his-otel writes to the agent's own.
-        ToolCall(
-            "write_dynamo",
-            {
-                "table_name": "someone-elses-table",
-                "agent_id": "not-me",
-                "session_id": "someone-elses-session",
-                "event_type": "PROGRESS",
-                "message": "Order and shipping data retrieved; drafting the decision",
-            },
-        ),
-        (
-            "```json\n"
-            '{"decision": "refund", "order_id": "A-1001", "amount": 42.5, "reason": "damaged on arrival"}'
-            "\n```"
-        ),
-    ]
-
 
 @contextlib.contextmanager
-def _ctrl_c_cancels(agent: HISAgent) -> Iterator[threading.Event]:
+def _ctrl_c_cancels(cancel: Callable[[], None] | None) -> Iterator[threading.Event]:
     """Ctrl-C cancels the invocation. Strands runs it on a thread of its own and waits for that
     thread even when the wait is interrupted, so a KeyboardInterrupt alone would arrive only after
     the whole run. A second Ctrl-C leaves at once."""
     interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    if cancel is None or threading.current_thread() is not threading.main_thread():
         yield interrupted
         return
 
@@ -99,7 +35,7 @@ def _ctrl_c_cancels(agent: HISAgent) -> Iterator[threading.Event]:
         if interrupted.is_set():
             raise KeyboardInterrupt
         interrupted.set()
-        agent.cancel(message="interrupted (Ctrl-C)")
+        cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
@@ -115,9 +51,11 @@ def run_demo(
     endpoint: str | None = None,
     use_aws: bool = False,
     turn_delay: float = 0.3,
+    scenario: str = "agent",
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run the demo agent and print its rows as they land; 0 when every expected row arrived.
+    """Run a demo scenario (:data:`~his_otel.scenarios.SCENARIOS`) and print its rows as they
+    land; 0 when every expected kind of row arrived.
 
     Raises:
         TableError: DynamoDB cannot be reached or the table cannot be created (what to do, in words).
@@ -157,19 +95,10 @@ def run_demo(
         follower = Follower(client, table, session_id, out, interval_s=0.2)
         follower.start()
         stack.callback(follower.stop)  # also on Ctrl-C: its thread must not outlive the DynamoDB
-        agent = HISAgent(
-            status_dynamo_table_name=table,
-            session_id=session_id,
-            agent_id="support-agent",
-            name="support-agent",
-            user="demo-user",
-            model=ScriptedModel(demo_script(), model_id="scripted-demo-model", delay_s=turn_delay),
-            tools=[search_knowledge_base, get_order, get_shipping_status],
-            system_prompt="You are a support agent deciding refunds.",
-        )
+        play = BUILDERS[scenario](table, session_id, turn_delay)
         started = time.perf_counter()
-        with _ctrl_c_cancels(agent) as interrupted:
-            result = agent("Customer says order A-1001 arrived damaged. Refund?")
+        with _ctrl_c_cancels(play.cancel) as interrupted:
+            answer = " ".join(play.run().split())
         if interrupted.is_set():
             handle.force_flush(5_000)  # the cancellation's ERROR row, while the DynamoDB still runs
             raise KeyboardInterrupt
@@ -180,8 +109,7 @@ def run_demo(
         rows = follower.rows
         types = Counter(str(r["evt_type"]) for r in rows)
         traces = sorted({str(r.get("trace_id", "")) for r in rows if r.get("trace_id")})
-        answer = " ".join(str(result).split())
-        out.write(f"\nagent answered in {elapsed:.2f}s: {answer[:110]}\n")
+        out.write(f"\n{scenario} answered in {elapsed:.2f}s: {answer[:110]}\n")
         out.write(f"{len(rows)} rows for session {session_id}: ")
         out.write(", ".join(f"{t}={n}" for t, n in sorted(types.items())) + "\n")
         out.write(f"trace id: {', '.join(traces) or '-'}\n")
@@ -209,7 +137,7 @@ def run_demo(
                 *(["--endpoint", endpoint] if endpoint else []),
             ]
             out.write(f"read them again: {shlex.join(again)}\n")
-        missing = [str(t) for t in EXPECTED if str(t) not in types]
+        missing = [t for t in play.expected if t not in types]
         if missing or not flushed:
             out.write(f"missing milestone rows: {', '.join(missing) or '-'}; flushed={flushed}\n")
             return 1

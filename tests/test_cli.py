@@ -44,6 +44,42 @@ def test_demo_uses_a_configured_endpoint(ddb: Any, moto_endpoint: str) -> None:
     assert len(session_rows(ddb, "demo-table", session)) >= len(EXPECTED)
 
 
+SCENARIO_ROWS = {
+    # The orchestration's own rows, in order (its nodes' rows interleave under their own agent ids).
+    "swarm": (
+        "support-swarm",
+        "MULTIAGENT_START NODE_START NODE_COMPLETION HANDOFF NODE_START NODE_COMPLETION HANDOFF"
+        " NODE_START NODE_COMPLETION MULTIAGENT_COMPLETION MULTIAGENT_STATS",
+    ),
+    "graph": (
+        "refund-graph",
+        "MULTIAGENT_START NODE_START NODE_START NODE_COMPLETION NODE_COMPLETION NODE_START"
+        " NODE_COMPLETION NODE_START NODE_COMPLETION MULTIAGENT_COMPLETION MULTIAGENT_STATS",
+    ),
+    "bidi": (
+        "voice-agent",
+        "SESSION_START RESPONSE_COMPLETION TOOLING RESPONSE_COMPLETION BARGE_IN CONNECTION_RESTART"
+        " CONNECTION_RESTARTED RESPONSE_COMPLETION SESSION_END AGENT_STATS",
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIO_ROWS))
+def test_each_demo_scenario_writes_its_rows_in_one_trace(scenario: str, ddb: Any, moto_endpoint: str) -> None:
+    session = new_session()
+    args = ("--turn-delay", "0", "--table", "demo-table", "--session-id", session)
+    proc = his_otel("demo", "--scenario", scenario, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = session_rows(ddb, "demo-table", session)
+    agent_id, expected = SCENARIO_ROWS[scenario]
+    assert [r["evt_type"] for r in rows if r["agent_id"] == agent_id] == expected.split()
+    (trace,) = {r["trace_id"] for r in rows}
+    assert f"trace id: {trace}" in proc.stdout
+    if scenario != "bidi":  # every node wrote its own agent rows too
+        nodes = {r["agent_id"] for r in rows if r["evt_type"] == "START"}
+        assert len(nodes) == (3 if scenario == "swarm" else 4)
+
+
 def test_create_table_then_tail(
     ddb: Any, moto_endpoint: str, his: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__, config
 from ..demo import DEFAULT_DEMO_TABLE
+from ..scenarios import SCENARIOS
 from ..write.table import TableError, explain, make_client
 from .arguments import seconds, text
 from .bridge import add_bridge_arguments
@@ -126,6 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         endpoint=_endpoint(args),
         use_aws=args.use_aws,
         turn_delay=args.turn_delay,
+        scenario=args.scenario,
         out=sys.stdout,
     )
 
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint_help = "DynamoDB endpoint URL (else AWS_ENDPOINT_URL_DYNAMODB, else AWS)"
 
     demo = sub.add_parser(
-        "demo", parents=[verbose], help="run a HISAgent offline and print its status rows as they land"
+        "demo", parents=[verbose], help="run agents offline and print their status rows as they land"
     )
     demo.add_argument(
         "--table",
@@ -164,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--turn-delay", type=seconds(0), default=0.3, help="seconds each scripted model turn takes"
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="agent",
+        help="what runs: one HISAgent (default), a Swarm hand-off chain, a Graph, or a BidiAgent voice call",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -101,6 +101,7 @@ class ScriptedBidiModel(BidiModel):
         self._index = 0
         self._queue: asyncio.Queue[list[Beat] | None] | None = None
         self._carry: list[Beat] = []
+        self._responses = itertools.count(1)
         self.starts = 0
         self.received: list[BidiMessage] = []
         self.audio_received = 0
@@ -166,7 +167,7 @@ class ScriptedBidiModel(BidiModel):
                 yield event
 
     async def _play(self, beats: list[Beat]) -> AsyncIterator[BidiOutputEvent]:
-        response_id = f"response-{next(_ids)}"
+        response_id = f"response-{next(self._responses)}"
         yield BidiResponseStartEvent(response_id)
         output = 0
         for i, beat in enumerate(beats):

@@ -41,7 +41,7 @@ def format_row(row: dict[str, Any]) -> str:
     trace = str(row.get("trace_id", ""))
     span = str(row.get("span_name", ""))
     return (
-        f"{clock}  {row.get('evt_type', ''):<18} {span[:28]:<28} trace={trace[:12] or '-':<12}  "
+        f"{clock}  {row.get('evt_type', ''):<21} {span[:28]:<28} trace={trace[:12] or '-':<12}  "
         f"{row.get('agent_id', '')}: {message}"
     )
 
