@@ -129,7 +129,7 @@ def test_a_voice_session_writes_each_milestone_while_it_is_live(
 
 
 def test_a_connection_timeout_restarts_the_connection_with_rows_before_and_after(
-    his: Any, table: str, rows: Rows
+    his: Any, table: str, rows: Rows, ddb: Any
 ) -> None:
     session = new_session()
     model = ScriptedBidiModel(
@@ -146,6 +146,8 @@ def test_a_connection_timeout_restarts_the_connection_with_rows_before_and_after
 
     asyncio.run(main())
 
+    # stop() returned once the session's last rows were written: no flush needed.
+    assert "AGENT_STATS" in kinds(session_rows(ddb, table, session))
     assert model.starts == 2
     got = rows(table, session)
     assert kinds(got) == [
@@ -211,3 +213,29 @@ def test_the_hooks_on_a_plain_bidiagent_write_the_same_rows(his: Any, table: str
     got = rows(table, session)
     assert kinds(got) == ["SESSION_START", "RESPONSE_COMPLETION", "SESSION_END", "AGENT_STATS"]
     assert len({r["trace_id"] for r in got}) == 1
+
+
+class Unreachable(ScriptedBidiModel):
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("voice endpoint unreachable")
+
+
+def test_a_session_that_cannot_connect_is_an_error_row(his: Any, table: str, rows: Rows) -> None:
+    session = new_session()
+    agent = HISBidiAgent(table, session, model=Unreachable([]))
+
+    async def main() -> None:
+        async with agent:
+            pass  # pragma: no cover - start raises
+
+    try:
+        asyncio.run(main())
+    except ConnectionError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("start did not raise")
+
+    got = rows(table, session)
+    assert [(r["evt_type"], r["evt_message"]) for r in got] == [
+        ("ERROR", "Bidi session could not start: ConnectionError: voice endpoint unreachable")
+    ]

@@ -23,6 +23,7 @@ from his_otel import (
     ScriptedModel,
     ToolCall,
 )
+from his_otel.read import session_rows
 from his_otel.schema import ATTR_EVENT_ID, EVENT_NAME
 
 Rows = Callable[[str, str], list[dict[str, Any]]]
@@ -59,7 +60,7 @@ def only(rows: list[dict[str, Any]], evt_type: str) -> dict[str, Any]:
 
 
 def test_a_swarm_hand_off_chain_writes_the_orchestration_rows_and_each_nodes_own(
-    his: Any, table: str, rows: Rows, spans: InMemorySpanExporter
+    his: Any, table: str, rows: Rows, spans: InMemorySpanExporter, ddb: Any
 ) -> None:
     session = new_session()
     triage = plain(
@@ -72,6 +73,8 @@ def test_a_swarm_hand_off_chain_writes_the_orchestration_rows_and_each_nodes_own
     result = swarm("Customer wants a refund for A-1")
 
     assert result.status.value == "completed"
+    # The run returned once its rows were written, as an agent invocation does: no flush needed.
+    assert "MULTIAGENT_STATS" in kinds(session_rows(ddb, table, session))
     got = rows(table, session)
     assert kinds(got, "support") == [
         "MULTIAGENT_START",
@@ -360,3 +363,30 @@ def test_an_interrupted_swarm_says_where_and_what_it_waits_for(his: Any, table: 
         "Swarm desk interrupted at refunds, waiting for a response:"
         " manager-approval (refunds over 100 EUR need a manager)"
     )
+
+
+def test_a_nodes_figures_are_its_own_run_not_everything_its_agent_ever_did(
+    his: Any, table: str, rows: Rows
+) -> None:
+    first, second = new_session(), new_session()
+    asker = Agent(
+        name="asker",
+        model=ScriptedModel([ToolCall("lookup", {"order": "A-1"}), "ok"], loop=True),
+        tools=[lookup],
+        callback_handler=None,
+    )
+    for session in (first, second):  # the same agent object in two graphs, run one after the other
+        builder = HISGraphBuilder(table, session)
+        builder.add_node(asker, "asker")
+        builder.set_execution_timeout(300).build()("go")
+
+    def node(session: str) -> dict[str, Any]:
+        stats = json.loads(only(rows(table, session), "MULTIAGENT_STATS")["evt_message"])
+        return dict(stats["nodes"]["asker"])
+
+    one, two = node(first), node(second)
+    assert two["tools"] == one["tools"] == {"lookup": {"call_count": 1, "success_count": 1, "error_count": 0}}
+    # Strands' counters add both runs up (its NodeResult for run two says so too); the rows do not.
+    assert asker.event_loop_metrics.tool_metrics["lookup"].call_count == 2
+    total = asker.event_loop_metrics.accumulated_usage["totalTokens"]
+    assert 0 < one["total_tokens"] < two["total_tokens"] < total == one["total_tokens"] + two["total_tokens"]

@@ -19,6 +19,12 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 SNIPPETS = re.findall(r"^```python\n(.*?)^```", README, flags=re.M | re.S)
 # Needs bedrock-agentcore, which CI installs in its ADOT row only.
 AGENTCORE = "bedrock_agentcore"
+# The rows the multi-agent and voice snippets promise, beside the nodes' own START rows.
+WRITES = {
+    "session-swarm": {"MULTIAGENT_START", "HANDOFF", "MULTIAGENT_COMPLETION", "MULTIAGENT_STATS", "START"},
+    "session-graph": {"MULTIAGENT_START", "NODE_COMPLETION", "MULTIAGENT_COMPLETION", "START"},
+    "session-voice": {"SESSION_START", "TOOLING", "RESPONSE_COMPLETION", "SESSION_END", "AGENT_STATS"},
+}
 
 
 def local_shell(endpoint: str) -> dict[str, str]:
@@ -65,6 +71,10 @@ def test_each_python_snippet_runs_as_written(code: str, moto_endpoint: str, ddb:
     if "session-123" in code and "HISAgent(" in code:
         types = {r["evt_type"] for r in session_rows(ddb, "AgentStatus", "session-123")}
         assert {"START", "TOOLING", "COMPLETION", "RESULT"} <= types
+    for session, expected in WRITES.items():
+        if session in code:
+            types = {r["evt_type"] for r in session_rows(ddb, "AgentStatus", session)}
+            assert expected <= types, (session, types)
 
 
 def test_the_warning_shown_for_a_missing_table_is_the_one_a_user_gets(
