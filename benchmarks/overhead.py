@@ -1,5 +1,6 @@
 """4. Whole-agent overhead: a HISAgent run with the scripted model (20 tool calls, milestones in
-every cycle and in every tool) vs a plain strands.Agent doing the same work with no tracing at all.
+every cycle and in every tool) vs a plain strands.Agent doing the same work with no tracing at all;
+and a HISSwarm of three agents (5 tool calls each, two hand-offs) vs the same plain Swarm.
 Each variant runs in its own fresh interpreter (a global TracerProvider cannot be unset), rounds
 alternate, and each child reports the median of its runs, excluding start-up and one warm-up run."""
 
@@ -15,33 +16,47 @@ from benchmarks.common import Moto, Row, median
 CHILD = r"""
 import json, os, statistics, sys, time
 from strands import Agent, tool
-from his_otel import HISAgent, ScriptedModel, ToolCall, milestone
+from strands.multiagent import Swarm
+from his_otel import HISAgent, HISSwarm, ScriptedModel, ToolCall, milestone
 
 VARIANT, TABLE, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 @tool
 def step(n: int) -> str:
     '''One unit of work.'''
-    if VARIANT == "his":
+    if VARIANT.endswith("his"):
         milestone("PROGRESS", f"step {n} half way")
     return f"step {n} done"
 
 def script():
     return [ToolCall("step", {"n": i}) for i in range(20)] + ["all 20 steps done"]
 
-if VARIANT == "traced":
+if VARIANT.endswith("traced"):
     # Strands' own tracing on (an SDK provider is set), no his-otel: isolates what his-otel adds.
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     trace.set_tracer_provider(TracerProvider())
 
+def member(name, then):
+    turns = [ToolCall("step", {"n": i}) for i in range(5)] + then
+    return Agent(name=name, model=ScriptedModel(turns), tools=[step], callback_handler=None)
+
+def swarm(i):
+    hand = lambda to: [ToolCall("handoff_to_agent", {"agent_name": to, "message": "yours"}), "handed off"]
+    nodes = [member("a", hand("b")), member("b", hand("c")), member("c", ["all 15 steps done"])]
+    if VARIANT == "swarm_his":
+        return HISSwarm(nodes, TABLE, f"overhead-{os.getpid()}-{i}")
+    return Swarm(nodes)
+
 def make(i):
+    if VARIANT.startswith("swarm"):
+        return swarm(i)
     if VARIANT == "his":
         return HISAgent(TABLE, f"overhead-{os.getpid()}-{i}", model=ScriptedModel(script()), tools=[step])
     return Agent(model=ScriptedModel(script()), tools=[step], callback_handler=None)
 
 make(-1)("warm up")
-if VARIANT == "his":
+if VARIANT.endswith("his"):
     import his_otel
     # Steady state: the writer builds its boto3 client on its first write; let that happen now,
     # not inside the first measured runs.
@@ -50,11 +65,11 @@ walls, cpus = [], []
 for i in range(RUNS):
     agent = make(i)
     w0, c0 = time.perf_counter(), time.process_time()
-    agent("do 20 steps")
+    agent("do the steps")
     walls.append(time.perf_counter() - w0)
     cpus.append(time.process_time() - c0)
 extra = {}
-if VARIANT == "his":
+if VARIANT.endswith("his"):
     import his_otel
     h = his_otel.current_handle()
     assert h.force_flush(60000)
@@ -81,20 +96,29 @@ def run(moto: Moto, quick: bool) -> list[Row]:
     ours: list[dict[str, float]] = []
     plain: list[dict[str, float]] = []
     traced: list[dict[str, float]] = []
+    swarm_ours: list[dict[str, float]] = []
+    swarm_plain: list[dict[str, float]] = []
+    swarm_traced: list[dict[str, float]] = []
     for r in range(rounds):
         order = [("plain", plain), ("traced", traced), ("his", ours)]
-        for variant, into in order[r % 3 :] + order[: r % 3]:
+        order += [("swarm_plain", swarm_plain), ("swarm_traced", swarm_traced), ("swarm_his", swarm_ours)]
+        for variant, into in order[r % 6 :] + order[: r % 6]:
             into.append(child(variant, table, runs))
     # Each HISAgent run records: START, 2 EVENT_LOOP, 21 MODEL_INVOCATION, 20 TOOLING,
     # 20 PROGRESS, COMPLETION, AGENT_STATS, RESULT = 67 milestones.
     assert all(o["dropped"] == 0 and o["written"] >= 67 * runs for o in ours), ours
+    # Per swarm run: 9 orchestration rows (start, 3 node starts and ends, 2 hand-offs, end, stats...)
+    # and each member's own agent rows.
+    assert all(o["dropped"] == 0 and o["written"] >= 60 * runs for o in swarm_ours), swarm_ours
     rows = []
-    for label, ref in (
-        ("plain strands.Agent, no tracing", plain),
-        ("plain strands.Agent, Strands tracing on", traced),
+    for mine, label, ref, unit in (
+        (ours, "plain strands.Agent, no tracing", plain, "20 tools"),
+        (ours, "plain strands.Agent, Strands tracing on", traced, "20 tools"),
+        (swarm_ours, "plain strands Swarm, no tracing", swarm_plain, "swarm of 3, 15 tools"),
+        (swarm_ours, "plain strands Swarm, Strands tracing on", swarm_traced, "swarm of 3, 15 tools"),
     ):
-        for what, metric in (("wall", "wall per run (20 tools)"), ("cpu", "CPU per run (20 tools)")):
-            ours_ms = median([o[what] for o in ours]) * 1000
+        for what, metric in (("wall", f"wall per run ({unit})"), ("cpu", f"CPU per run ({unit})")):
+            ours_ms = median([o[what] for o in mine]) * 1000
             ref_ms = median([p[what] for p in ref]) * 1000
             rows.append(Row("4 whole agent", metric, ours_ms, ref_ms, label, "ms"))
     return rows

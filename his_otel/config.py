@@ -130,3 +130,8 @@ def resolve_region(arg: str | None = None) -> str | None:
         if value:
             return value
     return None
+
+
+def invocation_flush_s(millis: int | None) -> float:
+    """How long the end of a run waits for its rows: the argument, else the environment, in seconds."""
+    return resolve_int(millis, ENV_INVOCATION_FLUSH_MS, DEFAULT_INVOCATION_FLUSH_MS, minimum=0) / 1000

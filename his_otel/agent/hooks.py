@@ -123,15 +123,7 @@ class HISHooks(HookProvider):
         self.identity = identity
         self.user = user
         self.lifecycle = lifecycle
-        self.invocation_flush_s = (
-            config.resolve_int(
-                invocation_flush_millis,
-                config.ENV_INVOCATION_FLUSH_MS,
-                config.DEFAULT_INVOCATION_FLUSH_MS,
-                minimum=0,
-            )
-            / 1000
-        )
+        self.invocation_flush_s = config.invocation_flush_s(invocation_flush_millis)
         self._started: dict[int, float] = {}
         self._failed_tools: dict[int, int] = {}
         self._tokens: dict[int, tuple[contextvars.Token[Identity | None], Identity | None]] = {}

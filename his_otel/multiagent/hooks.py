@@ -136,15 +136,7 @@ class HISMultiAgentHooks(HookProvider):
         self._nested = False
         self.user = user
         self.invocation_flush_millis = invocation_flush_millis
-        self.flush_s = (
-            config.resolve_int(
-                invocation_flush_millis,
-                config.ENV_INVOCATION_FLUSH_MS,
-                config.DEFAULT_INVOCATION_FLUSH_MS,
-                minimum=0,
-            )
-            / 1000
-        )
+        self.invocation_flush_s = config.invocation_flush_s(invocation_flush_millis)
         self._runs: dict[int, _Run] = {}
         self._attached: set[int] = set()
         self.last_usage: t.Usage = {}
@@ -429,4 +421,4 @@ class HISMultiAgentHooks(HookProvider):
         return f"{kind} {name} interrupted{at}, waiting for a response" + (f": {asks}" if asks else "")[:1000]
 
     async def _settle(self, event: AfterMultiAgentInvocationEvent) -> None:
-        await settle(trace_api.get_current_span(), self.flush_s)
+        await settle(trace_api.get_current_span(), self.invocation_flush_s)
