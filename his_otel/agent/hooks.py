@@ -140,8 +140,10 @@ class HISHooks(HookProvider):
         registry.add_callback(AfterInvocationEvent, self._after_invocation)
 
     def adopt(self, identity: Identity) -> None:
-        """Write to ``identity`` from now on: an orchestration placing this agent in its session."""
+        """Write to ``identity`` from now on: an orchestration placing this agent in its session.
+        Its invocations no longer wait for their rows: the orchestration's end waits for them all."""
         self.identity = identity
+        self.invocation_flush_s = 0.0
 
     def emit(self, evt_type: str, message: str, span: trace_api.Span | None = None) -> None:
         _milestone(

@@ -135,7 +135,6 @@ class HISMultiAgentHooks(HookProvider):
         self._session = identity
         self._nested = False
         self.user = user
-        self.invocation_flush_millis = invocation_flush_millis
         self.invocation_flush_s = config.invocation_flush_s(invocation_flush_millis)
         self._runs: dict[int, _Run] = {}
         self._attached: set[int] = set()
@@ -165,6 +164,7 @@ class HISMultiAgentHooks(HookProvider):
         self.identity = identity
         self._session = identity
         self._nested = True
+        self.invocation_flush_s = 0.0  # the enclosing run's end waits for these rows
         self._attached.clear()
 
     # -- identities -------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class HISMultiAgentHooks(HookProvider):
                         agent_id=identity.agent_id,
                         user=self.user,
                         configure_tracing=False,
-                        invocation_flush_millis=self.invocation_flush_millis,
+                        invocation_flush_millis=0,
                     )
                     nested.adopt(identity)
                     registry.add_hook(nested)
@@ -214,7 +214,9 @@ class HISMultiAgentHooks(HookProvider):
                 existing.adopt(identity)
             else:
                 registry.add_hook(
-                    HISHooks(identity, user=self.user, invocation_flush_millis=self.invocation_flush_millis)
+                    # The orchestration's end waits for every node's rows; a node waiting too would
+                    # only hold up the next node.
+                    HISHooks(identity, user=self.user, invocation_flush_millis=0)
                 )
             attributes = getattr(executor, "trace_attributes", None)
             if isinstance(attributes, dict):
