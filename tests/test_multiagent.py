@@ -213,7 +213,8 @@ def test_a_node_cancelled_by_a_hook_is_reported_with_the_hooks_reason(
     refunds = plain("refunds", ["Refunded."])
     swarm = Swarm(
         [triage, refunds],
-        hooks=[CancelNode("refunds"), HISMultiAgentHooks(table, session, agent_id="desk")],
+        # his-otel's first: its node-start callback must still run after the hook that cancels.
+        hooks=[HISMultiAgentHooks(table, session, agent_id="desk"), CancelNode("refunds")],
     )
 
     result = swarm("refund please")
