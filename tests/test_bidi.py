@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +115,20 @@ def test_a_voice_session_writes_each_milestone_while_it_is_live(
     assert "4 responses, 2 tool calls, 1 barge-ins, 0 connection restarts" in got[-2]["evt_message"]
     stats = json.loads(got[-1]["evt_message"])
     assert stats["responses"] == 4 and stats["barge_ins"] == 1
+    # Each response's own tokens (not the running total), which add up to the session's.
+    per_response = [
+        tuple(
+            map(
+                int,
+                re.findall(r": (\d+) input / (\d+) output tokens \(session total (\d+)\)", r["evt_message"])[
+                    0
+                ],
+            )
+        )
+        for r in got
+        if r["evt_type"] == "RESPONSE_COMPLETION"
+    ]
+    assert sum(i + o for i, o, _ in per_response) == per_response[-1][2] == stats["total_tokens"]
     assert stats["tools"] == {
         "order_status": {"call_count": 1, "success_count": 1, "error_count": 0},
         "refund": {"call_count": 1, "success_count": 0, "error_count": 1},
