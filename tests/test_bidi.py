@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from strands import tool
 from strands.bidi import BidiAgent
@@ -211,7 +213,9 @@ def test_a_failed_restart_is_an_error_row_and_the_session_still_ends_with_its_st
     )
 
 
-def test_the_hooks_on_a_plain_bidiagent_write_the_same_rows(his: Any, table: str, rows: Rows) -> None:
+def test_the_hooks_on_a_plain_bidiagent_write_the_same_rows(
+    his: Any, table: str, rows: Rows, caplog: pytest.LogCaptureFixture
+) -> None:
     session = new_session()
     hooks = HISBidiHooks(Identity(session, "plain", table))
     agent = BidiAgent(model=ScriptedBidiModel(["Hello there."]), hooks=[hooks])
@@ -223,11 +227,15 @@ def test_the_hooks_on_a_plain_bidiagent_write_the_same_rows(his: Any, table: str
                 if isinstance(event, BidiResponseStopEvent):
                     break
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
 
     got = rows(table, session)
     assert kinds(got) == ["SESSION_START", "RESPONSE_COMPLETION", "SESSION_END", "AGENT_STATS"]
-    assert len({r["trace_id"] for r in got}) == 1
+    # The end rows come after Strands ended the session span: still linked to it, and no
+    # "add_event on an ended span" warning from the SDK for each of them.
+    assert len({(r["trace_id"], r["span_id"]) for r in got}) == 1
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]
 
 
 class Unreachable(ScriptedBidiModel):
