@@ -250,23 +250,32 @@ async def wait_forever(reason: str) -> str:
 
 
 def test_a_cancelled_orchestration_ends_with_a_multiagent_error_and_the_running_nodes_rows(
-    his: Any, table: str, rows: Rows
+    his: Any, table: str, rows: Rows, ddb: Any
 ) -> None:
     session = new_session()
     triage = plain("triage", [handoff("worker", "do it"), "ok"])
     worker = plain("worker", [ToolCall("wait_forever", {"reason": "x"}), "never"], [wait_forever])
     swarm = HISSwarm([triage, worker], table, session, id="ops")
     STARTED.clear()
+    live: list[list[str]] = []
 
     async def main() -> None:
         task = asyncio.ensure_future(swarm.invoke_async("go"))
         await asyncio.get_running_loop().run_in_executor(None, STARTED.wait, 30)
+
+        # Live: while the worker node runs, the rows so far are already in the table.
+        def so_far() -> list[str] | None:
+            k = kinds(session_rows(ddb, table, session), "ops")
+            return k if k.count("NODE_START") == 2 else None
+
+        live.append(await asyncio.to_thread(wait_for, so_far))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
 
+    assert live == [["MULTIAGENT_START", "NODE_START", "NODE_COMPLETION", "HANDOFF", "NODE_START"]]
     got = wait_for(lambda: (r := rows(table, session)) and "MULTIAGENT_STATS" in kinds(r) and r)
     assert kinds(got, "ops") == [
         "MULTIAGENT_START",
