@@ -92,7 +92,8 @@ def run_demo(
 
         handle = configure(table, service_name="his-otel-demo")
         stack.callback(handle.shutdown)
-        follower = Follower(client, table, session_id, out, interval_s=0.2)
+        rows: list[dict[str, Any]] = []  # one demo run: a few dozen rows
+        follower = Follower(client, table, session_id, out, interval_s=0.2, on_row=rows.append)
         follower.start()
         stack.callback(follower.stop)  # also on Ctrl-C: its thread must not outlive the DynamoDB
         play = BUILDERS[scenario](table, session_id, turn_delay)
@@ -106,7 +107,6 @@ def run_demo(
         flushed = handle.force_flush(10_000)
         follower.stop()
 
-        rows = follower.rows
         types = Counter(str(r["evt_type"]) for r in rows)
         traces = sorted({str(r.get("trace_id", "")) for r in rows if r.get("trace_id")})
         out.write(f"\n{scenario} answered in {elapsed:.2f}s: {answer[:110]}\n")

@@ -40,6 +40,10 @@ class Faults:
     error: float = 0.0
     """Share of requests answered with ``error_code`` (HTTP 400), e.g. AccessDeniedException."""
     error_code: str = "AccessDeniedException"
+    delay_s: float = 0.0
+    """Added to every write request: a DynamoDB that is a round trip away, not on loopback."""
+    jitter_s: float = 0.0
+    """A further uniform random wait of up to this, per write request."""
 
 
 @dataclass
@@ -90,8 +94,11 @@ class _Handler(BaseHTTPRequestHandler):
         with proxy.lock:
             proxy.counters.requests += 1
             roll = {
-                k: rnd.random() for k in ("throttle", "unprocessed", "server_error", "slow", "reset", "error")
+                k: rnd.random()
+                for k in ("throttle", "unprocessed", "server_error", "slow", "reset", "error", "jitter")
             }
+        if faults.delay_s or faults.jitter_s:
+            time.sleep(faults.delay_s + roll["jitter"] * faults.jitter_s)
         if roll["error"] < faults.error:
             proxy.count(faults.error_code)
             self._error(400, faults.error_code)

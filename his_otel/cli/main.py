@@ -90,7 +90,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         )
         follower.poll()
         if not args.follow:
-            if not follower.rows:
+            if not follower.count:
                 print(f"no rows for session {args.session_id} in {table}", file=sys.stderr)
             return 0
         with contextlib.suppress(KeyboardInterrupt):

@@ -1,5 +1,6 @@
 """Reading the status table: a session's rows in order, and following them as they land."""
 
+from .cursor import Position, SessionCursor, iter_rows
 from .session import session_rows
 
-__all__ = ["session_rows"]
+__all__ = ["Position", "SessionCursor", "iter_rows", "session_rows"]

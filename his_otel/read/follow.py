@@ -7,28 +7,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .session import session_rows
+from .cursor import SessionCursor
 
 _MESSAGE_WIDTH = 90
-# Rows can land out of order (a retried batch lands after a later one); re-read this far back.
-_LOOKBACK_MS = 15_000
-
-
-def _event_ms(event_id: str) -> int | None:
-    """The millisecond timestamp of a UUIDv7 event id (None for other ids, e.g. here-i-strand's UUID4)."""
-    digits = event_id.replace("-", "")
-    if len(digits) != 32 or digits[12] != "7":
-        return None
-    try:
-        return int(digits[:12], 16)
-    except ValueError:
-        return None
-
-
-def _lower_bound(ms: int) -> str:
-    """The smallest UUIDv7 string made at ``ms``: a sort-key bound for DynamoDB queries."""
-    digits = f"{max(0, ms):012x}"
-    return f"{digits[:8]}-{digits[8:12]}"
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -53,7 +34,8 @@ def print_rows(rows: list[dict[str, Any]], out: TextIO, *, as_json: bool = False
 
 
 class Follower:
-    """Polls a session's rows and prints each new one once, in ``event_id`` order."""
+    """Prints a session's rows as they land, each once (a :class:`SessionCursor` underneath, so
+    late rows are shown and memory stays bounded however long the session runs)."""
 
     def __init__(
         self,
@@ -65,39 +47,27 @@ class Follower:
         interval_s: float = 0.25,
         as_json: bool = False,
         on_row: Callable[[dict[str, Any]], None] | None = None,
+        window_s: float | None = None,
     ) -> None:
-        self._client = client
-        self._table = table
-        self._session = session_id
+        self._cursor = SessionCursor(client, table, session_id, window_s=window_s)
         self._out = out
         self._interval = interval_s
         self._json = as_json
         self._on_row = on_row
-        self.rows: list[dict[str, Any]] = []
-        self._seen: set[str] = set()
-        self._newest_ms: int | None = None
+        self.count = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def poll(self) -> int:
-        """Print rows newer than the last one printed; return how many."""
-        after = None if self._newest_ms is None else _lower_bound(self._newest_ms - _LOOKBACK_MS)
-        rows = [
-            r
-            for r in session_rows(self._client, self._table, self._session, after=after)
-            if r["event_id"] not in self._seen
-        ]
-        if rows:
+        """Print the rows not printed yet; return how many."""
+        with self._lock:  # stop() polls once more from another thread
+            rows = self._cursor.poll()
+            self.count += len(rows)
+        print_rows(rows, self._out, as_json=self._json)
+        if self._on_row:
             for row in rows:
-                self._seen.add(row["event_id"])
-                ms = _event_ms(row["event_id"])
-                if ms is not None and (self._newest_ms is None or ms > self._newest_ms):
-                    self._newest_ms = ms
-            self.rows.extend(rows)
-            print_rows(rows, self._out, as_json=self._json)
-            if self._on_row:
-                for row in rows:
-                    self._on_row(row)
+                self._on_row(row)
         return len(rows)
 
     def run(self) -> None:
