@@ -46,7 +46,7 @@ def test_the_live_cursor_delivers_every_row_once_from_several_writers_with_laten
                 emitted.append(str(event_id))
             time.sleep(0.002)
 
-    cursor = SessionCursor(ddb, table, session, window_s=30)
+    cursor = SessionCursor(table, session, client=ddb, window_s=30)
     naive_seen: set[str] = set()
     naive_last = ""
     delivered: list[str] = []
@@ -90,7 +90,7 @@ def test_the_cursor_remembers_only_its_window_and_resumes_from_a_token(
                 milestone("PROGRESS", f"step {i}", session_id=session)
         assert processor.force_flush(30_000)
 
-    cursor = SessionCursor(ddb, table, session, window_s=0.5)
+    cursor = SessionCursor(table, session, client=ddb, window_s=0.5)
     emit(20)
     assert len(cursor.poll()) == 20
     time.sleep(1.0)
@@ -101,7 +101,7 @@ def test_the_cursor_remembers_only_its_window_and_resumes_from_a_token(
 
     token = cursor.position.token()
     emit(3)
-    resumed = SessionCursor(ddb, table, session, window_s=0.5, position=Position.from_token(token))
+    resumed = SessionCursor(table, session, client=ddb, window_s=0.5, position=Position.from_token(token))
     assert [r["evt_message"] for r in resumed.poll()] == ["step 0", "step 1", "step 2"]
     assert resumed.poll() == []
     with pytest.raises(ValueError, match="not a session cursor token"):
@@ -116,7 +116,7 @@ def test_follow_stops_after_the_row_the_caller_waits_for(writers: list[Any], ddb
             milestone(evt_type, "x", session_id=session)
     assert processor.force_flush(30_000)
 
-    got = SessionCursor(ddb, table, session).follow(
+    got = SessionCursor(table, session, client=ddb).follow(
         interval_s=0.05, until=lambda r: r["evt_type"] == "COMPLETION", timeout_s=30
     )
     assert [r["evt_type"] for r in got] == ["START", "PROGRESS", "COMPLETION", "AGENT_STATS"]

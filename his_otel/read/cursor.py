@@ -113,9 +113,10 @@ class SessionCursor:
     """Follows one session's rows: each row once, in ``event_id`` order within a poll.
 
     Args:
-        client: A boto3 DynamoDB client.
         table: The status table.
         session_id: The session to read.
+        client: A boto3 DynamoDB client; default: one for ``AWS_ENDPOINT_URL_DYNAMODB`` (a loopback
+            endpoint needs no region or credentials) or AWS.
         window_s: How far back each poll re-reads (``HIS_OTEL_READ_WINDOW_MS``, default 60 s): rows
             that land later than this after being emitted are not delivered.
         position: Where to resume (from :meth:`Position.from_token`); default: the beginning.
@@ -123,10 +124,10 @@ class SessionCursor:
 
     def __init__(
         self,
-        client: Any,
         table: str,
         session_id: str,
         *,
+        client: Any = None,
         window_s: float | None = None,
         position: Position | None = None,
     ) -> None:
@@ -136,6 +137,11 @@ class SessionCursor:
             DEFAULT_READ_WINDOW_MS,
             minimum=1,
         )
+        if client is None:
+            from ..write.client import configured_endpoint
+            from ..write.table import make_client
+
+            client = make_client(configured_endpoint())
         self._client = client
         self._table = table
         self._session = session_id

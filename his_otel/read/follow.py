@@ -49,7 +49,7 @@ class Follower:
         on_row: Callable[[dict[str, Any]], None] | None = None,
         window_s: float | None = None,
     ) -> None:
-        self._cursor = SessionCursor(client, table, session_id, window_s=window_s)
+        self._cursor = SessionCursor(table, session_id, client=client, window_s=window_s)
         self._out = out
         self._interval = interval_s
         self._json = as_json
