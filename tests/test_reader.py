@@ -17,24 +17,38 @@ from his_otel.read import Position, SessionCursor, iter_rows
 
 
 @pytest.fixture
-def writers(proxy: FaultProxy, table: str) -> Iterator[list[Any]]:
-    """Four independent his-otel pipelines (own writer thread and client each), through the proxy."""
-    made = []
-    for _ in range(4):
-        exporter = DynamoDBSpanExporter(table, endpoint_url=proxy.endpoint, export_timeout_millis=30_000)
+def pipeline(table: str) -> Iterator[Any]:
+    """pipeline(endpoint) -> (tracer, processor): an independent his-otel pipeline (its own writer
+    thread and client) writing to ``endpoint``; all shut down after the test."""
+    made: list[HISSpanProcessor] = []
+
+    def build(endpoint: str) -> tuple[Any, HISSpanProcessor]:
+        exporter = DynamoDBSpanExporter(table, endpoint_url=endpoint, export_timeout_millis=30_000)
         processor = HISSpanProcessor(exporter, schedule_delay_millis=5)
+        made.append(processor)
         provider = TracerProvider()
         provider.add_span_processor(processor)
-        made.append((provider.get_tracer("w"), processor))
-    yield made
-    for _, processor in made:
+        return provider.get_tracer("w"), processor
+
+    yield build
+    for processor in made:
         processor.shutdown()
 
 
+@pytest.fixture
+def writers(pipeline: Any, proxy: FaultProxy) -> list[Any]:
+    return [pipeline(proxy.endpoint) for _ in range(4)]
+
+
 def test_the_live_cursor_delivers_every_row_once_from_several_writers_with_latency_and_jitter(
-    writers: list[Any], proxy: FaultProxy, ddb: Any, table: str
+    pipeline: Any, proxy: FaultProxy, moto_endpoint: str, ddb: Any, table: str
 ) -> None:
+    """Four writers through a proxy adding 10 ms + up to 150 ms a write and 20% throttling; one of
+    them cannot reach DynamoDB for its first second, so its first rows land after later rows of the
+    others: the late rows a poller asking for keys after the last one it saw misses."""
     session, per_writer = new_session(), 150
+    late = FaultProxy(moto_endpoint).start()
+    writers = [pipeline(late.endpoint)] + [pipeline(proxy.endpoint) for _ in range(3)]
     emitted: list[str] = []
     lock = threading.Lock()
 
@@ -44,33 +58,43 @@ def test_the_live_cursor_delivers_every_row_once_from_several_writers_with_laten
                 event_id = milestone("PROGRESS", f"writer {n} step {i}", session_id=session)
             with lock:
                 emitted.append(str(event_id))
-            time.sleep(0.002)
+            time.sleep(0.005)
 
     cursor = SessionCursor(table, session, client=ddb, window_s=30)
     naive_seen: set[str] = set()
     naive_last = ""
     delivered: list[str] = []
-    with proxy.injecting(delay_s=0.01, jitter_s=0.15, throttle=0.2):
-        threads = [threading.Thread(target=emit, args=(tracer, n)) for n, (tracer, _) in enumerate(writers)]
-        for t in threads:
-            t.start()
 
-        def read() -> None:
-            nonlocal naive_last
-            delivered.extend(r["event_id"] for r in cursor.poll())
-            # What a poller asking only for keys after the last one it saw gets.
-            for row in iter_rows(ddb, table, session, after=naive_last or None):
-                naive_seen.add(row["event_id"])
-                naive_last = max(naive_last, row["event_id"])
+    def read() -> None:
+        nonlocal naive_last
+        delivered.extend(r["event_id"] for r in cursor.poll())
+        # What a poller asking only for keys after the last one it saw gets.
+        for row in iter_rows(ddb, table, session, after=naive_last or None):
+            naive_seen.add(row["event_id"])
+            naive_last = max(naive_last, row["event_id"])
 
-        while any(t.is_alive() for t in threads):
-            read()
-            time.sleep(0.02)
-        for _, processor in writers:
-            assert processor.force_flush(60_000)
-    read()  # everything has landed now
+    try:
+        with proxy.injecting(delay_s=0.01, jitter_s=0.15, throttle=0.2):
+            threads = [
+                threading.Thread(target=emit, args=(tracer, n)) for n, (tracer, _) in enumerate(writers)
+            ]
+            with late.refusing():
+                for t in threads:
+                    t.start()
+                until = time.monotonic() + 1.0
+                while time.monotonic() < until:
+                    read()
+                    time.sleep(0.02)
+            while any(t.is_alive() for t in threads):
+                read()
+                time.sleep(0.02)
+            for _, processor in writers:
+                assert processor.force_flush(60_000)
+        read()  # everything has landed now
+    finally:
+        late.stop()
 
-    assert len(emitted) == 4 * per_writer and None not in emitted
+    assert len(emitted) == 4 * per_writer and "None" not in emitted
     assert len(delivered) == len(set(delivered)), "a row was delivered twice"
     assert set(delivered) == set(emitted), "a row was never delivered"
     # The scenario really has late rows: the naive poller missed some of them.

@@ -268,7 +268,7 @@ def test_a_token_mismatch_drops_the_batch_with_a_401_in_the_collectors_log_and_j
     with col.run(hosts, tmp_path, token="not-the-bridges-token"):
         trace_id, _ = demo(moto_endpoint, in_process, session, f"http://127.0.0.1:{col.http}")
         wait_for(lambda: bridge.stats.rejected_requests >= 1, timeout_s=30)
-        log = wait_for(lambda: _log_line(tmp_path, "401"), timeout_s=30)
+        log = wait_for(lambda: _log_line(tmp_path, "Dropping data", "401"), timeout_s=30)
         for words in ("Dropping data", "Permanent error", "missing or wrong bearer token"):
             assert words in log, log
         requests = bridge.stats.requests
@@ -278,8 +278,9 @@ def test_a_token_mismatch_drops_the_batch_with_a_401_in_the_collectors_log_and_j
     assert session_rows(ddb, via_bridge, session) == []
 
 
-def _log_line(workdir: Path, needle: str) -> str | None:
+def _log_line(workdir: Path, *needles: str) -> str | None:
+    """The first line of the collector's log holding every needle (one alone can match a port)."""
     for line in (workdir / "otelcol-his.log").read_text().splitlines():
-        if needle in line:
+        if all(needle in line for needle in needles):
             return line
     return None
