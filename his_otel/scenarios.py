@@ -22,7 +22,6 @@ from .models.scripted_bidi import BARGE_IN, ScriptedBidiModel, Speech
 from .multiagent.conveniences import HISGraphBuilder, HISSwarm
 from .schema import EventType
 
-SCENARIOS = ("agent", "swarm", "graph", "bidi")
 TASK = "Customer says order A-1001 arrived damaged. Refund?"
 _DECISION = (
     '```json\n{"decision": "refund", "order_id": "A-1001", "amount": 42.5,'
@@ -301,3 +300,4 @@ BUILDERS: dict[str, Callable[[str, str, float], Scenario]] = {
     "graph": graph_scenario,
     "bidi": bidi_scenario,
 }
+SCENARIOS = tuple(BUILDERS)

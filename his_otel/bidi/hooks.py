@@ -39,6 +39,7 @@ from ..agent import attached
 from ..agent.hooks import HISHooks, model_id_of, tool_failure
 from ..agent.payloads import jsonable
 from ..emit import Identity
+from ..multiagent.tally import TOOL_KEYS, Tools, tool_calls
 from ..schema import SPAN_ATTR_SESSION_ID, BidiEventType, EventType
 from ..tracing import ensure_configured
 
@@ -93,7 +94,7 @@ class HISBidiHooks(HISHooks):
         self._live = False
         self._began = 0.0
         self._counts = {"responses": 0, "barge_ins": 0, "restarts": 0, "failed_restarts": 0}
-        self._tools: dict[str, dict[str, int]] = {}
+        self._tools: Tools = {}
         self._tokens_at_response: dict[str, int] = {}
         self._contexts: dict[str, contextvars.Token[otel_context.Context]] = {}
 
@@ -139,7 +140,7 @@ class HISBidiHooks(HISHooks):
         def run() -> None:
             seconds = time.perf_counter() - self._began
             c = self._counts
-            calls = sum(t["call_count"] for t in self._tools.values())
+            calls = tool_calls(self._tools)
             self.emit(
                 B.SESSION_END,
                 f"Bidi session ended after {seconds:.1f} s: {c['responses']} responses, {calls} tool calls,"
@@ -167,11 +168,13 @@ class HISBidiHooks(HISHooks):
 
     # -- callbacks -------------------------------------------------------------------------
 
+    def _tool(self, name: str) -> dict[str, int]:
+        return self._tools.setdefault(name, dict.fromkeys(TOOL_KEYS, 0))
+
     def _bidi_before_tool(self, event: BeforeToolCallEvent) -> None:
         self._ensure_started(event.agent)
         name = str(event.tool_use.get("name", "unknown"))
-        tally = self._tools.setdefault(name, {"call_count": 0, "success_count": 0, "error_count": 0})
-        tally["call_count"] += 1
+        self._tool(name)["call_count"] += 1
         if self._span is not None:
             # Strands' bidi loop runs a tool without making any span current, so milestone() in its
             # body would have no trace; the tool's task gets the session span until the call ends.
@@ -181,8 +184,7 @@ class HISBidiHooks(HISHooks):
 
     def _bidi_after_tool(self, event: AfterToolCallEvent) -> None:
         name = str(event.tool_use.get("name", "unknown"))
-        tally = self._tools.setdefault(name, {"call_count": 0, "success_count": 0, "error_count": 0})
-        tally["error_count" if tool_failure(event) is not None else "success_count"] += 1
+        self._tool(name)["error_count" if tool_failure(event) is not None else "success_count"] += 1
         self._after_tool_call(event)
         token = self._contexts.pop(str(event.tool_use.get("toolUseId", "")), None)
         if token is not None:
