@@ -1,4 +1,5 @@
-"""What every benchmark shares: a moto server in its own process, percentiles, the result table."""
+"""What every benchmark shares: a moto server in its own process (optionally behind a link that adds
+latency), percentiles, the result table."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ from typing import Any
 from his_otel.testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
 from his_otel.write.table import create_table
 
+# The round-trip time the runner put in front of DynamoDB for this benchmark (``benchmarks.distance``).
+ENV_LATENCY_MS = "HIS_OTEL_BENCH_LATENCY_MS"
+
 
 @dataclass
 class Row:
-    """One line of the table: a figure for his_otel, its reference measured in the same run."""
+    """One line of the table: a figure for his_otel and its reference, both measured in this run.
+
+    The ratio printed is always ``ours / reference`` of the two figures printed beside it. A goal
+    (a configured cap, a latency budget) is a ``target``, never a reference."""
 
     benchmark: str
     metric: str
@@ -24,13 +31,10 @@ class Row:
     reference_label: str
     unit: str
     better: str = "lower"  # or "higher"
-    paired_ratio: float | None = None
-    """The median of ratios taken pair by pair, when the benchmark measured in pairs."""
+    target: str = ""
 
     @property
     def ratio(self) -> float:
-        if self.paired_ratio is not None:
-            return self.paired_ratio
         return self.ours / self.reference if self.reference else float("nan")
 
 
@@ -51,17 +55,23 @@ class Moto:
     """A moto server in its own process (it must not share the GIL with what is measured)."""
 
     def __init__(self, endpoint: str | None = None) -> None:
-        """Start a server, or use the one already running at ``endpoint``."""
+        """Start a server, or use the one already running at ``endpoint`` (maybe behind a ``Link``)."""
         os.environ.update(LOCAL_ENV)
         self._server: LocalDynamoDB | None = None
         if endpoint is None:
             self._server = LocalDynamoDB()
             endpoint = self._server.start()
         self.endpoint = endpoint
+        self.latency_ms = float(os.environ.get(ENV_LATENCY_MS) or 0)
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.endpoint
         import boto3
 
         self.client: Any = boto3.client("dynamodb", endpoint_url=self.endpoint)
+
+    @property
+    def distance(self) -> str:
+        """How far DynamoDB is, for metric names: "+10 ms RTT", or "loopback"."""
+        return f"+{self.latency_ms:g} ms RTT" if self.latency_ms else "loopback"
 
     def new_table(self, prefix: str = "bench") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -97,15 +107,16 @@ def fmt(value: float, unit: str) -> str:
 
 
 def render(rows: Sequence[Row]) -> str:
-    header = ("benchmark", "metric", "his_otel", "reference", "ratio", "reference is")
+    header = ("benchmark", "metric", "his_otel", "reference", "ratio", "reference is", "target")
     lines = [
         [
             r.benchmark,
             r.metric,
             fmt(r.ours, r.unit),
             fmt(r.reference, r.unit),
-            f"{r.ratio:.3f}",
+            "-" if r.ratio != r.ratio else f"{r.ratio:.3f}",
             r.reference_label,
+            r.target,
         ]
         for r in rows
     ]

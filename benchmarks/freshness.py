@@ -1,10 +1,11 @@
-"""3. Freshness: emit-to-row latency with the live processor while a HISAgent invocation runs.
+"""3. Freshness: emit-to-row latency with the live processor while a HISAgent invocation runs, on
+loopback and at a distance.
 
 A tool of a real HISAgent run emits milestones at a fixed rate. A row counts as landed when the
 BatchWriteItem call that carried it returned without listing it as unprocessed: from then on a
-reader sees it. Latency = that moment minus the milestone's own timestamp. The reference for the
-median is here-i-strand's synchronous put_item (its emit-to-row latency) measured in the same run;
-the reference for p99 is the 1 s target."""
+reader sees it. Latency = that moment minus the milestone's own timestamp. The reference is
+here-i-strand's synchronous put_item (its emit-to-row latency: the emit is the write), measured in
+the same run against the same endpoint; the 1 s p99 is a target."""
 
 from __future__ import annotations
 
@@ -88,9 +89,20 @@ def run(moto: Moto, quick: bool) -> list[Row]:
         lat = [(clock.landed[e] - t) / 1e6 for e, t in emitted.items() if e in clock.landed]
         assert len(lat) == len(emitted), f"{len(emitted) - len(lat)} milestones never landed"
         label = "here-i-strand: synchronous put_item (emit = write)"
-        rows.append(Row("3 freshness", f"emit-to-row p50 @ {rate}/s", median(lat), median(sync), label, "ms"))
+        where = moto.distance
         rows.append(
-            Row("3 freshness", f"emit-to-row p99 @ {rate}/s", percentile(lat, 99), 1000.0, "target p99", "ms")
+            Row("3 freshness", f"emit-to-row p50 @ {rate}/s, {where}", median(lat), median(sync), label, "ms")
+        )
+        rows.append(
+            Row(
+                "3 freshness",
+                f"emit-to-row p99 @ {rate}/s, {where}",
+                percentile(lat, 99),
+                percentile(sync, 99),
+                label,
+                "ms",
+                target="≤ 1,000 ms",
+            )
         )
     handle.shutdown()
     return rows

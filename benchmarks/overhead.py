@@ -1,6 +1,8 @@
 """4. Whole-agent overhead: a HISAgent run with the scripted model (20 tool calls, milestones in
 every cycle and in every tool) vs a plain strands.Agent doing the same work with no tracing at all;
-and a HISSwarm of three agents (5 tool calls each, two hand-offs) vs the same plain Swarm.
+and a HISSwarm of three agents (5 tool calls each, two hand-offs) vs the same plain Swarm; and a
+HISAgent whose model takes 300 ms a call (5 tool calls), as a real model does, vs the same plain
+Agent with Strands tracing on.
 Each variant runs in its own fresh interpreter (a global TracerProvider cannot be unset), rounds
 alternate, and each child reports the median of its runs, excluding start-up and one warm-up run."""
 
@@ -28,8 +30,13 @@ def step(n: int) -> str:
         milestone("PROGRESS", f"step {n} half way")
     return f"step {n} done"
 
-def script():
-    return [ToolCall("step", {"n": i}) for i in range(20)] + ["all 20 steps done"]
+def script(n=20):
+    return [ToolCall("step", {"n": i}) for i in range(n)] + [f"all {n} steps done"]
+
+def model():
+    if VARIANT.startswith("slow"):
+        return ScriptedModel(script(5), delay_s=0.3)  # a real model's latency, per call
+    return ScriptedModel(script())
 
 if VARIANT.endswith("traced"):
     # Strands' own tracing on (an SDK provider is set), no his-otel: isolates what his-otel adds.
@@ -51,9 +58,9 @@ def swarm(i):
 def make(i):
     if VARIANT.startswith("swarm"):
         return swarm(i)
-    if VARIANT == "his":
-        return HISAgent(TABLE, f"overhead-{os.getpid()}-{i}", model=ScriptedModel(script()), tools=[step])
-    return Agent(model=ScriptedModel(script()), tools=[step], callback_handler=None)
+    if VARIANT in ("his", "slow_his"):
+        return HISAgent(TABLE, f"overhead-{os.getpid()}-{i}", model=model(), tools=[step])
+    return Agent(model=model(), tools=[step], callback_handler=None)
 
 make(-1)("warm up")
 if VARIANT.endswith("his"):
@@ -99,23 +106,31 @@ def run(moto: Moto, quick: bool) -> list[Row]:
     swarm_ours: list[dict[str, float]] = []
     swarm_plain: list[dict[str, float]] = []
     swarm_traced: list[dict[str, float]] = []
+    slow_ours: list[dict[str, float]] = []
+    slow_traced: list[dict[str, float]] = []
     for r in range(rounds):
         order = [("plain", plain), ("traced", traced), ("his", ours)]
         order += [("swarm_plain", swarm_plain), ("swarm_traced", swarm_traced), ("swarm_his", swarm_ours)]
         for variant, into in order[r % 6 :] + order[: r % 6]:
             into.append(child(variant, table, runs))
+        # Two seconds a run: fewer runs, still every round, in alternating order.
+        slow = [("slow_traced", slow_traced), ("slow_his", slow_ours)]
+        for variant, into in slow[r % 2 :] + slow[: r % 2] if r < (2 if quick else rounds) else []:
+            into.append(child(variant, table, 2 if quick else 3))
     # Each HISAgent run records: START, 2 EVENT_LOOP, 21 MODEL_INVOCATION, 20 TOOLING,
     # 20 PROGRESS, COMPLETION, AGENT_STATS, RESULT = 67 milestones.
     assert all(o["dropped"] == 0 and o["written"] >= 67 * runs for o in ours), ours
     # Per swarm run: 9 orchestration rows (start, 3 node starts and ends, 2 hand-offs, end, stats...)
     # and each member's own agent rows.
     assert all(o["dropped"] == 0 and o["written"] >= 60 * runs for o in swarm_ours), swarm_ours
+    assert all(o["dropped"] == 0 and o["written"] >= 20 for o in slow_ours), slow_ours
     rows = []
     for mine, label, ref, unit in (
         (ours, "plain strands.Agent, no tracing", plain, "20 tools"),
         (ours, "plain strands.Agent, Strands tracing on", traced, "20 tools"),
         (swarm_ours, "plain strands Swarm, no tracing", swarm_plain, "swarm of 3, 15 tools"),
         (swarm_ours, "plain strands Swarm, Strands tracing on", swarm_traced, "swarm of 3, 15 tools"),
+        (slow_ours, "plain strands.Agent, Strands tracing on", slow_traced, "5 tools, model 300 ms a call"),
     ):
         for what, metric in (("wall", f"wall per run ({unit})"), ("cpu", f"CPU per run ({unit})")):
             ours_ms = median([o[what] for o in mine]) * 1000

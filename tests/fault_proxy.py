@@ -51,6 +51,10 @@ class Counters:
     requests: int = 0
     answered: int = 0
     """Requests whose answer was sent in full (a hung or reset request is not answered)."""
+    in_flight: int = 0
+    """Write requests received and not yet answered (or given up)."""
+    peak_in_flight: int = 0
+    """The most write requests that were in flight here at once: how many calls a writer overlaps."""
     injected: dict[str, int] = field(default_factory=dict)
     puts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(table, session_id, event_id) -> puts (BatchWriteItem PutRequests, PutItems) forwarded for that key."""
@@ -90,9 +94,21 @@ class _Handler(BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target", "")
         writes = target.endswith(("BatchWriteItem", "PutItem"))
         faults = proxy.faults if writes else Faults()
-        rnd = proxy.random
         with proxy.lock:
             proxy.counters.requests += 1
+            if writes:
+                proxy.counters.in_flight += 1
+                proxy.counters.peak_in_flight = max(proxy.counters.peak_in_flight, proxy.counters.in_flight)
+        try:
+            self._handle(proxy, faults, body, target, writes)
+        finally:
+            if writes:
+                with proxy.lock:
+                    proxy.counters.in_flight -= 1
+
+    def _handle(self, proxy: FaultProxy, faults: Faults, body: bytes, target: str, writes: bool) -> None:
+        rnd = proxy.random
+        with proxy.lock:
             roll = {
                 k: rnd.random()
                 for k in ("throttle", "unprocessed", "server_error", "slow", "reset", "error", "jitter")

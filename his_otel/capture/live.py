@@ -8,7 +8,9 @@ Two inputs feed one bounded queue:
   events added with ``span.add_event`` directly. The ids taken live are remembered per span, for as
   long as the span lives, so no milestone is queued twice.
 
-The agent's thread only appends to the queue. One daemon thread writes, in batches. Rows whose
+The agent's thread only appends to the queue. Daemon threads write it in batches: one while a batch
+is written faster than the next one fills, more (up to the exporter's ``writes_in_flight``) while
+DynamoDB is far away or slow, so one slow call never holds up the rows queued behind it. Rows whose
 write failed are parked on a backoff that only success resets, and retried until they are older than
 ``max_row_age_millis``; then they are rejected with their cause. Every milestone a pipeline takes is
 counted exactly once as written, rejected (with cause) or dropped (with cause), or is still queued.
@@ -161,7 +163,9 @@ class HISSpanProcessor(SpanProcessor):
 
     def _init_state(self) -> None:
         # Re-entrant: a SIGTERM handler may flush while the main thread is inside submit().
-        self._cond = threading.Condition(threading.RLock())
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # flushes and shutdown wait on it
+        self._work = threading.Condition(lock)  # idle writer threads wait on it
         self._queue: deque[Milestone] = deque()
         # Milestones whose write failed wait here, on their own backoff, so fresh ones never queue
         # behind a table that is throttled, forbidden or unreachable.
@@ -171,9 +175,13 @@ class HISSpanProcessor(SpanProcessor):
         self._queued_bytes = 0
         self._peak = 0
         self._inflight = 0
-        # Fresh milestones queued, and settled (tried once), since start: what a flush waits on.
+        # Fresh milestones queued, and taken off the queue (in order), since start; per batch being
+        # written, the number of its first fresh milestone (-1: it retries parked ones). A flush
+        # waits until everything queued before it was taken and no batch holding it is in flight.
         self._enqueued = 0
-        self._settled = 0
+        self._taken = 0
+        self._batches: dict[int, int] = {}
+        self._next_batch = 0
         self._waiters = 0
         # The event ids taken live, per span still alive; on_end skips them. on_end gets a copy of
         # the span, so the same set is also found by the span's ids; both maps let go of it when
@@ -190,11 +198,20 @@ class HISSpanProcessor(SpanProcessor):
         self._failing: set[str] = set()
         self._stop = False
         self._log = ThrottledLog(logger)
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
 
     def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._run, name="his-otel-writer", daemon=True)
-        self._worker.start()
+        worker = threading.Thread(target=self._run, name=f"his-otel-writer-{len(self._workers)}", daemon=True)
+        self._workers.append(worker)
+        worker.start()
+
+    def _wake_worker(self) -> None:
+        """Work is ready (holding ``_cond``): an idle writer takes it, else one more starts, if allowed."""
+        if self._idle:
+            self._work.notify()
+        elif len(self._workers) < self.exporter.writes_in_flight:
+            self._start_worker()  # also the first milestone of a forked child
 
     def after_fork_in_child(self) -> None:
         """A forked child starts clean: nothing of the parent's queue, counters, locks or client.
@@ -275,10 +292,8 @@ class HISSpanProcessor(SpanProcessor):
                 self._enqueued += 1
                 self._queued_bytes += size
                 self._peak = max(self._peak, held + 1)
-                if self._worker is None:
-                    self._start_worker()  # the first milestone of a forked child
-                if len(self._queue) == 1 or len(self._queue) >= _EXPORT_BATCH:
-                    self._cond.notify_all()
+                if len(self._queue) == 1 or len(self._queue) % _EXPORT_BATCH == 0:
+                    self._wake_worker()
             return True
         except Exception:
             logger.exception("milestone could not be queued")
@@ -323,19 +338,28 @@ class HISSpanProcessor(SpanProcessor):
     def _parked_due(self, now: float) -> bool:
         return bool(self._parked) and now >= self._parked_until
 
-    def _take_batch(self) -> tuple[list[Milestone], dict[str, _Parked], int] | None:
-        """Wait for work: (batch, the parked entries in it, how many are fresh), or None once stopped."""
+    def _take_batch(self) -> tuple[int, list[Milestone], dict[str, _Parked]] | None:
+        """Wait for work: (batch id, batch, the parked entries in it), or None once stopped."""
         with self._cond:
             while not self._stop and not (self._queue or self._parked_due(time.monotonic())):
                 timeout = max(0.0, self._parked_until - time.monotonic()) if self._parked else None
-                self._cond.wait(timeout)
+                self._idle += 1
+                try:
+                    self._work.wait(timeout)
+                finally:
+                    self._idle -= 1
             if self._stop:
                 return None
-            # Give a burst a moment to fill a batch, unless someone is waiting on a flush.
-            if self._delay_s and len(self._queue) < _EXPORT_BATCH and not self._waiters:
-                self._cond.wait(self._delay_s)
-                if self._stop:
-                    return None
+            # Give a burst a moment to fill a batch, unless someone is waiting on a flush. In a loop:
+            # a wake-up meant for an idle writer must not cut the wait short (calls cost CPU).
+            until = time.monotonic() + self._delay_s
+            while len(self._queue) < _EXPORT_BATCH and not self._waiters and not self._stop:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._work.wait(remaining)
+            if self._stop:
+                return None
             batch: list[Milestone] = []
             parked: dict[str, _Parked] = {}
             if self._parked_due(time.monotonic()):
@@ -347,30 +371,43 @@ class HISSpanProcessor(SpanProcessor):
             while self._queue and len(batch) < _EXPORT_BATCH:
                 batch.append(self._queue.popleft())
                 fresh += 1
-            self._inflight = len(batch)
-            return batch, parked, fresh
+            if not batch:  # another writer took it while this one waited for the batch to fill
+                return self._next_batch, [], {}
+            batch_id, self._next_batch = self._next_batch, self._next_batch + 1
+            self._batches[batch_id] = -1 if parked else self._taken
+            self._taken += fresh
+            self._inflight += len(batch)
+            if self._queue:  # more than one batch is waiting: another writer may take it now
+                self._wake_worker()
+            return batch_id, batch, parked
 
     def _run(self) -> None:
         while True:
             taken = self._take_batch()
             if taken is None:
                 return
-            batch, parked, fresh = taken
+            batch_id, batch, parked = taken
+            if not batch:
+                continue
             try:
                 outcome = self.exporter.export_milestones(batch)
             except Exception as e:
                 logger.exception("his-otel writer failed; will retry")
                 outcome = ExportOutcome(unwritten=list(batch), cause=type(e).__name__)
-            self._settle(batch, parked, fresh, outcome)
+            self._settle(batch_id, batch, parked, outcome)
+
+    def _through(self, target: int) -> bool:
+        """Whether the first ``target`` fresh milestones were all tried once (holding ``_cond``)."""
+        return self._taken >= target and all(first >= target for first in self._batches.values())
 
     def _settle(
-        self, batch: list[Milestone], parked: dict[str, _Parked], fresh: int, outcome: ExportOutcome
+        self, batch_id: int, batch: list[Milestone], parked: dict[str, _Parked], outcome: ExportOutcome
     ) -> None:
         now = time.monotonic()
         said: list[tuple[str, str]] = []
         with self._cond:
-            self._inflight = 0
-            self._settled += fresh
+            self._inflight -= len(batch)
+            del self._batches[batch_id]
             self._queued_bytes -= sum(m.approx_bytes() for m in batch)
             self._written += outcome.written
             self._rejected.update(outcome.rejected_causes)
@@ -446,6 +483,8 @@ class HISSpanProcessor(SpanProcessor):
             if not self._queue and not self._parked:
                 self._overflowing = False
             self._cond.notify_all()
+            if self._parked_due(now):
+                self._work.notify()
         logger.debug(
             "table=<%s>, written=<%d>, unwritten=<%d>, rejected=<%d> | status rows batch settled",
             self.exporter.table_name,
@@ -462,6 +501,7 @@ class HISSpanProcessor(SpanProcessor):
         """Wait (holding ``_cond``) until ``done()`` is true; False at the deadline."""
         self._waiters += 1
         self._cond.notify_all()
+        self._work.notify_all()  # a writer waiting for its batch to fill writes it now
         try:
             while not done():
                 remaining = deadline - time.monotonic()
@@ -481,12 +521,12 @@ class HISSpanProcessor(SpanProcessor):
         """
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
         with self._cond:
-            if self._worker is None:
+            if not self._workers:
                 return not (self._queue or self._parked)
             target = self._enqueued
 
             def done() -> bool:
-                if self._settled < target or self._inflight:
+                if not self._through(target):
                     return False
                 return not self._parked or self._parked_until > deadline
 
@@ -497,10 +537,10 @@ class HISSpanProcessor(SpanProcessor):
         failing (rows are parked): an invocation's end never waits out an outage."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            if self._parked or self._is_shutdown or self._worker is None:
+            if self._parked or self._is_shutdown or not self._workers:
                 return not (self._queue or self._parked)
             target = self._enqueued
-            return self._wait(lambda: self._settled >= target and not self._inflight, deadline)
+            return self._wait(lambda: self._through(target), deadline)
 
     def shutdown(self) -> None:
         """Write what is pending within the shutdown timeout, then stop. Idempotent.
@@ -520,7 +560,7 @@ class HISSpanProcessor(SpanProcessor):
 
             # A second passes in silence; a longer wait (DynamoDB failing or slow) is announced.
             quiet = min(deadline, time.monotonic() + 1.0)
-            flushed = self._worker is None or self._wait(done, quiet)
+            flushed = not self._workers or self._wait(done, quiet)
             pending, failing = len(self._queue) + len(self._parked) + self._inflight, sorted(self._failing)
         if not flushed:
             why = (
@@ -535,6 +575,7 @@ class HISSpanProcessor(SpanProcessor):
             flushed = flushed or self._wait(done, deadline)
             self._stop = True
             self._cond.notify_all()
+            self._work.notify_all()
             lost = len(self._queue) + len(self._parked)
             if lost:
                 self._dropped[DROP_SHUTDOWN_TIMEOUT] += lost
@@ -543,8 +584,10 @@ class HISSpanProcessor(SpanProcessor):
             in_flight = self._inflight
         # Cut short any retry wait of a write still in flight; it counts its rows when it returns.
         self.exporter.shutdown()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=max(0.1, self._shutdown_timeout_s / 5))
+        join_by = time.monotonic() + max(0.1, self._shutdown_timeout_s / 5)
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=max(0.0, join_by - time.monotonic()))
         if not flushed or lost or in_flight:
             logger.error(
                 "dropped=<%d>, in_flight=<%d> | his-otel shut down before DynamoDB took every milestone",

@@ -2,12 +2,14 @@
 
 Two modes. ``batch`` (the in-process path, where the app is the only writer and a rewrite carries the
 same content) uses BatchWriteItem. ``append_only`` (the bridge, where any sender that reaches it can
-write) uses PutItem with ``attribute_not_exists``, several in flight: a row that exists is never
-replaced, so the first writer wins; BatchWriteItem cannot carry conditions.
+write) uses PutItem with ``attribute_not_exists``: a row that exists is never replaced, so the first
+writer wins; BatchWriteItem cannot carry conditions.
 
+- several calls in flight (``inflight.InFlight``: bounded, sized to the latency observed), so a
+  DynamoDB 10 ms away is not written one round trip at a time; a slow call holds up only its rows;
 - at most 25 puts per call, never two with the same key in one call;
-- ``UnprocessedItems``, throttling and transient errors retried with full-jitter exponential backoff
-  under one deadline, waiting on an event so shutdown cuts the wait short;
+- ``UnprocessedItems``, throttling and transient errors retried under one deadline, after a
+  full-jitter exponential backoff that every call of the writer waits out (shutdown cuts it short);
 - faults a person must fix (missing table, access denied, credentials) are handed back at once, with
   their cause, for the caller to retry later: retrying them within one call cannot help;
 - nothing taken off the input is lost: what is still unwritten at the deadline is returned;
@@ -23,7 +25,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +34,14 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..schema import KEY_EVENT_ID, KEY_SESSION_ID, Item
 from .client import drop_inherited_connections
+from .inflight import InFlight
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 25  # DynamoDB's BatchWriteItem limit.
 DEFAULT_PUTS_IN_FLIGHT = 16
+DEFAULT_WRITES_IN_FLIGHT = 8
 # The sort key must not exist yet: a put never replaces a row (the partition key is implied).
 APPEND_ONLY_CONDITION = f"attribute_not_exists({KEY_EVENT_ID})"
 
@@ -131,6 +135,7 @@ def dedupe(rows: Sequence[Row]) -> list[Row]:
 
 @dataclass
 class _Outcome:
+    called: int = 0
     written: int = 0
     retry: list[Row] = field(default_factory=list)
     """Transient: try these again within the deadline, after a backoff."""
@@ -175,10 +180,12 @@ class DynamoDBWriter:
         stop_event: threading.Event | None = None,
         append_only: bool = False,
         puts_in_flight: int = DEFAULT_PUTS_IN_FLIGHT,
+        writes_in_flight: int = DEFAULT_WRITES_IN_FLIGHT,
     ) -> None:
         self._client_factory = client_factory
         self.append_only = append_only
-        self._puts_in_flight = max(1, puts_in_flight)
+        self.calls_in_flight = max(1, puts_in_flight if append_only else writes_in_flight)
+        self.gate = InFlight(self.calls_in_flight, base_backoff_s=base_backoff, max_backoff_s=max_backoff)
         self._pool: ThreadPoolExecutor | None = None
         self._landed = _RecentKeys()
         self._client: Any = None
@@ -200,6 +207,9 @@ class DynamoDBWriter:
         client, self._client = self._client, None
         self._client_lock = threading.Lock()
         self._pool = None  # the parent's threads do not exist here
+        self.gate = InFlight(
+            self.calls_in_flight, base_backoff_s=self._base_backoff, max_backoff_s=self._max_backoff
+        )
         self._landed = _RecentKeys()
         self._log = ThrottledLog(logger)
         if client is not None and not owned_client:
@@ -220,39 +230,97 @@ class DynamoDBWriter:
                 result.cause = cause
         return result
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._client_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.calls_in_flight, thread_name_prefix="his-otel-write")
+        return self._pool
+
     def _write_table(self, rows: list[Row], deadline: float, result: WriteResult) -> tuple[list[Row], str]:
+        pool = self._executor()
         pending: deque[Row] = deque(rows)
         # Rows of a call that one invalid item failed go one per call, to find it. They share the
         # main loop, so throttling and a missing table are handled for them exactly as for batches.
         singles: deque[Row] = deque()
-        attempt = 0
+        running: dict[Future[_Outcome], tuple[list[Row], deque[Row]]] = {}
+        give_back: list[Row] = []
         cause = ""
-        while pending or singles:
-            if time.monotonic() >= deadline or self.stop_event.is_set():
+        while pending or singles or running:
+            # Chunks beyond what the gate lets start now would only wait on a pool thread.
+            while (
+                (pending or singles)
+                and len(running) < self.gate.limit
+                and not give_back
+                and time.monotonic() < deadline
+                and not self.stop_event.is_set()
+            ):
+                source = singles if singles else pending
+                size = 1 if source is singles else MAX_BATCH_ITEMS
+                chunk = [source.popleft() for _ in range(min(size, len(source)))]
+                # The only call to make: made here, sparing a hand-off to a pool thread.
+                inline = not (running or pending or singles)
+                running[self._start(pool, self._call, chunk, deadline, inline)] = (chunk, source)
+            if not running:
                 break
-            source = singles if singles else pending
-            size = 1 if source is singles else MAX_BATCH_ITEMS
-            chunk = [source.popleft() for _ in range(min(size, len(source)))]
-            outcome = self._call(chunk, result)
-            if outcome.split:
-                if len(chunk) == 1:
-                    self._reject(chunk[0], outcome.error, result)
-                else:
-                    singles.extend(chunk)
-                continue
-            if outcome.give_back:
-                return [*chunk, *singles, *pending], outcome.error
-            if outcome.retry:
-                cause = outcome.error
-                source.extendleft(reversed(outcome.retry))
-                attempt += 1
-                delay = random.uniform(0, min(self._max_backoff, self._base_backoff * (2**attempt)))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.stop_event.wait(min(delay, remaining)):
-                    break
-            else:
-                attempt = 0
-        return [*singles, *pending], cause
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                chunk, source = running.pop(future)
+                outcome = future.result()
+                result.calls += outcome.called
+                result.written += outcome.written
+                result.throttled += outcome.throttled
+                if outcome.split:
+                    if len(chunk) == 1:
+                        self._reject(chunk[0], outcome.error, result)
+                    else:
+                        singles.extend(chunk)
+                elif outcome.give_back:
+                    give_back.extend(chunk)
+                    cause = outcome.error
+                elif outcome.retry:
+                    # A call that found the deadline passed says nothing about DynamoDB.
+                    if not give_back and (outcome.error != "deadline" or not cause):
+                        cause = outcome.error
+                    source.extendleft(reversed(outcome.retry))
+        return [*give_back, *singles, *pending], cause
+
+    def _start(
+        self,
+        pool: ThreadPoolExecutor,
+        call: Callable[[list[Row]], _Outcome],
+        chunk: list[Row],
+        deadline: float,
+        inline: bool,
+    ) -> Future[_Outcome]:
+        if not inline:
+            try:
+                return pool.submit(self._gated, call, chunk, deadline)
+            except RuntimeError:
+                pass  # the interpreter is exiting (atexit's flush): pools take no new work
+        done: Future[_Outcome] = Future()
+        done.set_result(self._gated(call, chunk, deadline))
+        return done
+
+    def _gated(self, call: Callable[[list[Row]], _Outcome], chunk: list[Row], deadline: float) -> _Outcome:
+        """Run one call when the gate lets it start; its timing and outcome size the gate."""
+        ticket = self.gate.acquire(deadline, self.stop_event)
+        if ticket is None:
+            return _Outcome(retry=chunk, error="deadline")
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            outcome = call(chunk)
+        except Exception as e:  # a broken client factory: never let it take down the pool
+            outcome = self._failure(e, chunk)
+        outcome.called = 1
+        self.gate.release(
+            ticket,
+            time.perf_counter() - wall,
+            time.thread_time() - cpu,
+            failed=bool(outcome.retry),
+            clean=not outcome.error or outcome.existing,
+        )
+        return outcome
 
     def close(self) -> None:
         """Let the put threads go (append-only mode). The writer still works afterwards."""
@@ -262,10 +330,7 @@ class DynamoDBWriter:
 
     def _put_table(self, rows: list[Row], deadline: float, result: WriteResult) -> tuple[list[Row], str]:
         """Append-only: one conditional PutItem per row, several in flight, retried in rounds."""
-        if self._pool is None:
-            with self._client_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._puts_in_flight, thread_name_prefix="his-otel-put")
+        pool = self._executor()
         # A sender retries a whole request when part of it was not written in time; rows this
         # process already saw land cost no second call, so every retry makes progress.
         pending = [row for row in rows if not self._landed.seen(_key(row))]
@@ -273,15 +338,15 @@ class DynamoDBWriter:
         # In a random order: a retry that reaches another bridge process (which has not seen those
         # rows land) then makes progress too, instead of spending its deadline on the same first rows.
         random.shuffle(pending)
-        attempt = 0
         cause = ""
         while pending and time.monotonic() < deadline and not self.stop_event.is_set():
             retry: list[Row] = []
             give_back: list[Row] = []
             give_back_cause = ""
-            outcomes = self._pool.map(lambda r: self._put(r, deadline), pending)
-            for row, outcome in zip(pending, outcomes, strict=True):
-                result.calls += outcome.error != "deadline"
+            # Each put waits at the gate: a throttled one delays every put of the next round.
+            futures = [self._start(pool, self._put, [r], deadline, len(pending) == 1) for r in pending]
+            for row, outcome in zip(pending, (f.result() for f in futures), strict=True):
+                result.calls += outcome.called
                 result.written += outcome.written
                 result.existing += outcome.existing
                 result.throttled += outcome.throttled
@@ -302,19 +367,11 @@ class DynamoDBWriter:
             if give_back:
                 return [*give_back, *retry], give_back_cause
             pending = retry
-            if pending:
-                attempt += 1
-                delay = random.uniform(0, min(self._max_backoff, self._base_backoff * (2**attempt)))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.stop_event.wait(min(delay, remaining)):
-                    break
         return pending, cause
 
-    def _put(self, row: Row, deadline: float) -> _Outcome:
-        """One conditional put, on a pool thread; the caller counts its outcome."""
-        if time.monotonic() >= deadline or self.stop_event.is_set():
-            return _Outcome(retry=[row], error="deadline")
-        table, item = row
+    def _put(self, chunk: list[Row]) -> _Outcome:
+        """One conditional put (of ``chunk``'s one row), on a pool thread; the caller counts it."""
+        (table, item) = row = chunk[0]
         try:
             with suppress_instrumentation():
                 self.client().put_item(TableName=table, Item=item, ConditionExpression=APPEND_ONLY_CONDITION)
@@ -339,27 +396,26 @@ class DynamoDBWriter:
             error,
         )
 
-    def _call(self, chunk: list[Row], result: WriteResult) -> _Outcome:
+    def _call(self, chunk: list[Row]) -> _Outcome:
+        """One BatchWriteItem, on a pool thread; the caller counts its outcome."""
         request: dict[str, list[dict[str, Any]]] = {}
         for table, item in chunk:
             request.setdefault(table, []).append({"PutRequest": {"Item": item}})
-        result.calls += 1
         try:
             with suppress_instrumentation():
                 response = self.client().batch_write_item(RequestItems=request)
         except Exception as e:
-            outcome = self._failure(e, chunk)
-            result.throttled += outcome.throttled
-            return outcome
+            return self._failure(e, chunk)
         unprocessed = response.get("UnprocessedItems") or {}
         retry: list[Row] = [
             (table, req["PutRequest"]["Item"]) for table, reqs in unprocessed.items() for req in reqs
         ]
-        if retry:
-            result.throttled += 1
-        written = len(chunk) - len(retry)
-        result.written += written
-        return _Outcome(written=written, retry=retry, error="UnprocessedItems" if retry else "")
+        return _Outcome(
+            written=len(chunk) - len(retry),
+            retry=retry,
+            throttled=bool(retry),
+            error="UnprocessedItems" if retry else "",
+        )
 
     def _failure(self, e: Exception, chunk: list[Row]) -> _Outcome:
         """What a failed call means for its rows: split, retry now, or hand back."""

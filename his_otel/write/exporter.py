@@ -25,7 +25,7 @@ from ..schema import (
     to_item,
 )
 from .client import ClientSource
-from .dynamodb import DEFAULT_PUTS_IN_FLIGHT, DynamoDBWriter, Row, WriteResult
+from .dynamodb import DEFAULT_PUTS_IN_FLIGHT, DEFAULT_WRITES_IN_FLIGHT, DynamoDBWriter, Row, WriteResult
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ class DynamoDBSpanExporter(SpanExporter):
         append_only: Never replace a row that exists (conditional PutItem, several in flight) instead
             of BatchWriteItem: what the bridge does, since any sender that reaches it can write.
         puts_in_flight: Conditional puts at once, in append-only mode.
+        writes_in_flight: The most BatchWriteItem calls at once (``HIS_OTEL_WRITES_IN_FLIGHT``, 8); how
+            many are used follows the latency observed (one or two on loopback). The live
+            processor also runs up to this many writer threads.
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class DynamoDBSpanExporter(SpanExporter):
         message_filter: MessageFilter | None = None,
         append_only: bool = False,
         puts_in_flight: int | None = None,
+        writes_in_flight: int | None = None,
     ) -> None:
         self.table_name = config.resolve_str(table_name, config.ENV_TABLE)
         self.honor_event_table = honor_event_table
@@ -162,6 +166,9 @@ class DynamoDBSpanExporter(SpanExporter):
             self._source.factory(),
             append_only=append_only,
             puts_in_flight=puts_in_flight or DEFAULT_PUTS_IN_FLIGHT,
+            writes_in_flight=config.resolve_int(
+                writes_in_flight, config.ENV_WRITES_IN_FLIGHT, DEFAULT_WRITES_IN_FLIGHT, maximum=64
+            ),
         )
         self._shutdown = threading.Event()
         self._log = ThrottledLog(logger)
@@ -172,6 +179,11 @@ class DynamoDBSpanExporter(SpanExporter):
     @property
     def append_only(self) -> bool:
         return self._writer.append_only
+
+    @property
+    def writes_in_flight(self) -> int:
+        """The most calls this exporter's writer has in flight at once."""
+        return self._writer.calls_in_flight
 
     @property
     def client(self) -> Any:
