@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+import boto3
+from botocore.config import Config
 from opentelemetry.sdk.trace import TracerProvider
 
 from fault_proxy import FaultProxy, Faults
@@ -57,8 +59,14 @@ def test_a_throttled_call_holds_back_every_caller_of_the_writer(
 ) -> None:
     """Two callers share a writer (as the bridge's requests do). While DynamoDB throttles every
     call, their retries wait out one shared backoff instead of each hammering on; when it stops,
-    every row lands once."""
-    exporter = DynamoDBSpanExporter(table, endpoint_url=proxy.endpoint, writes_in_flight=8)
+    every row lands once. The client makes one attempt a call, so botocore's own retry backoff does
+    not hide the writer's."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=proxy.endpoint,
+        config=Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
+    exporter = DynamoDBSpanExporter(table, client=client, writes_in_flight=8)
     proxy.faults = Faults(delay_s=0.03)
     exporter.export_milestones(milestones(200, new_session()))  # several calls in flight from here on
     sessions = [new_session(), new_session()]
@@ -79,8 +87,8 @@ def test_a_throttled_call_holds_back_every_caller_of_the_writer(
         during = proxy.counters.requests - before
     for caller in callers:
         caller.join(120)
-    # 16 calls of 25 are owed. Each caller retrying on its own, with no backoff, sends hundreds of
-    # requests in three seconds; one backoff for all (50 ms doubling to 2 s) sends a few dozen.
+    # 16 calls of 25 are owed. Retrying with no backoff sends hundreds of requests in three seconds;
+    # one backoff for all (50 ms doubling to 2 s) sends a few dozen.
     assert proxy.counters.injected.get("throttle", 0) >= 8
     assert during <= 60, f"{during} write requests in 3 s of throttling"
     assert [o.written for o in outcomes] == [200, 200]
