@@ -12,8 +12,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from fault_proxy import FaultProxy
 from helpers import new_session
-from his_otel import DynamoDBSpanExporter, HISSpanProcessor, milestone
-from his_otel.read import Position, SessionCursor, iter_rows
+from his_otel import DynamoDBSpanExporter, HISAgent, HISSpanProcessor, ScriptedModel, milestone
+from his_otel.read import Position, SessionCursor, iter_rows, session_rows
+from his_otel.scenarios import BUILDERS, SCENARIOS
 
 
 @pytest.fixture
@@ -144,3 +145,53 @@ def test_follow_stops_after_the_row_the_caller_waits_for(writers: list[Any], ddb
         interval_s=0.05, until=lambda r: r["evt_type"] == "COMPLETION", timeout_s=30
     )
     assert [r["evt_type"] for r in got] == ["START", "PROGRESS", "COMPLETION", "AGENT_STATS"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_follow_stops_by_itself_after_the_row_that_ends_the_run(
+    scenario: str, his: Any, ddb: Any, table: str
+) -> None:
+    """Each demo scenario (an agent, a Swarm of three whose nodes each end their own invocation, a
+    Graph, a voice session) runs while a cursor follows its session with no ``until``: the cursor
+    stops on its own, after the run's last row, having delivered every row of the session once."""
+    session = new_session()
+    run = BUILDERS[scenario](table, session, 0.05)
+    got: list[dict[str, Any]] = []
+    cursor = SessionCursor(table, session, client=ddb)
+    follower = threading.Thread(target=lambda: got.extend(cursor.follow(interval_s=0.05)))
+    follower.start()
+    run.run()
+    follower.join(60)
+    assert not follower.is_alive(), "follow() did not stop after the run ended"
+    landed = session_rows(ddb, table, session)
+    assert sorted(r["event_id"] for r in got) == sorted(r["event_id"] for r in landed)
+    last = {
+        "agent": "RESULT",
+        "swarm": "MULTIAGENT_STATS",
+        "graph": "MULTIAGENT_STATS",
+        "bidi": "AGENT_STATS",
+    }
+    assert got[-1]["evt_type"] == last[scenario]
+    if scenario in ("swarm", "graph"):  # nodes' RESULT rows came before, and did not stop it
+        assert [r["evt_type"] for r in got].count("RESULT") >= 3
+
+
+def test_follow_stops_after_the_error_of_an_invocation_that_raised(his: Any, ddb: Any, table: str) -> None:
+    session = new_session()
+
+    class Broken(ScriptedModel):
+        async def stream(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            raise RuntimeError("model unavailable")
+            yield  # an async generator
+
+    agent = HISAgent(table, session, model=Broken([]))
+    got: list[dict[str, Any]] = []
+    follower = threading.Thread(
+        target=lambda: got.extend(SessionCursor(table, session, client=ddb).follow(interval_s=0.05))
+    )
+    follower.start()
+    with pytest.raises(RuntimeError):
+        agent("hello")
+    follower.join(60)
+    assert not follower.is_alive(), "follow() did not stop after the failed invocation"
+    assert got[-1]["evt_type"] == "ERROR" and got[-1]["evt_message"].startswith("Invocation failed")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config
+from .run_end import RunEnd
 
 Row = dict[str, Any]
 
@@ -175,19 +176,22 @@ class SessionCursor:
         timeout_s: float | None = None,
         stop: threading.Event | None = None,
     ) -> Iterator[Row]:
-        """Yield rows as they land until ``until(row)`` is true for one (after the rest of that
-        poll, and one more poll for rows landing with it), ``timeout_s`` passes, or ``stop`` is set."""
+        """Yield rows as they land until ``until(row)`` is true for one, ``timeout_s`` passes, or
+        ``stop`` is set. ``until`` defaults to a :class:`RunEnd`: the row that ends the run this
+        cursor saw start. After that row come the rest of its poll and one more poll an interval
+        later, for rows emitted with it that landed in another batch; ``until=lambda row: False``
+        follows until the timeout or ``stop``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         stop = stop or threading.Event()
+        ends = RunEnd() if until is None else until
         ending = False
         while True:
             for row in self.poll():
                 yield row
-                if until is not None and until(row):
-                    ending = True
-            if ending:
-                yield from self.poll()
-                return
+                ending = ends(row) or ending
             wait = interval_s if deadline is None else min(interval_s, deadline - time.monotonic())
             if wait <= 0 or stop.wait(wait):
+                return
+            if ending:
+                yield from self.poll()
                 return
