@@ -24,7 +24,7 @@ class RunEnd:
       comes next, from the same hook, when there is one), or the ERROR of an invocation that raised;
     - a Swarm or Graph (MULTIAGENT_START): its MULTIAGENT_STATS, after every node's rows; a node's
       own rows never end it;
-    - a voice session (SESSION_START): its AGENT_STATS after SESSION_END.
+    - a voice session (SESSION_START): its AGENT_STATS, which only its end writes.
 
     Rows are matched by the ``agent_id`` of the start row. A cursor that starts mid-run (from a token)
     has not seen the start: until a start row comes, an orchestration or voice row decides the kind,
@@ -34,7 +34,6 @@ class RunEnd:
     def __init__(self) -> None:
         self.kind: str | None = None
         self.agent_id: str | None = None
-        self._session_ended = False
 
     def __call__(self, row: dict[str, Any]) -> bool:
         evt_type, agent_id = str(row.get("evt_type", "")), row.get("agent_id")
@@ -50,8 +49,7 @@ class RunEnd:
         if self.kind == _ORCHESTRATION:
             return evt_type == MultiAgentEventType.MULTIAGENT_STATS.value
         if self.kind == _VOICE:
-            self._session_ended |= evt_type == BidiEventType.SESSION_END.value
-            return self._session_ended and evt_type == EventType.AGENT_STATS.value
+            return evt_type == EventType.AGENT_STATS.value  # written by stop(), after SESSION_END
         if evt_type in (EventType.RESULT.value, EventType.AGENT_STATS.value):
             return True
         return evt_type == EventType.ERROR.value and str(row.get("evt_message", "")).startswith(
