@@ -23,7 +23,7 @@ from his_otel import (
     ScriptedModel,
     ToolCall,
 )
-from his_otel.read import session_rows
+from his_otel.read import SessionCursor, session_rows
 from his_otel.schema import ATTR_EVENT_ID, EVENT_NAME
 
 Rows = Callable[[str, str], list[dict[str, Any]]]
@@ -295,20 +295,33 @@ def test_a_cancelled_orchestration_ends_with_a_multiagent_error_and_the_running_
 
 
 def test_a_graph_node_that_is_a_swarm_writes_its_rows_under_the_nodes_id(
-    his: Any, table: str, rows: Rows
+    his: Any, table: str, rows: Rows, ddb: Any
 ) -> None:
     session = new_session()
     inner = Swarm([plain("a", [handoff("b", "your turn"), "ok"]), plain("b", ["B done."])], id="inner")
     builder = GraphBuilder()
     builder.add_node(plain("plan", ["Plan: ask the team."]), "plan")
     builder.add_node(inner, "team")
+    # Half a second after the inner Swarm's last row: a reader stopping there would miss the rest.
+    slow = Agent(name="report", model=ScriptedModel(["Reported."], delay_s=0.5), callback_handler=None)
+    builder.add_node(slow, "report")
     builder.add_edge("plan", "team")
+    builder.add_edge("team", "report")
     builder.set_hook_providers([HISMultiAgentHooks(table, session, agent_id="outer")]).set_execution_timeout(
         300
     )
     graph = builder.build()
+    followed: list[dict[str, Any]] = []
+    cursor = SessionCursor(table, session, client=ddb)
+    reader = threading.Thread(target=lambda: followed.extend(cursor.follow(interval_s=0.05, timeout_s=120)))
+    reader.start()
 
     graph("do the work")
+
+    reader.join(120)
+    # The reader's default end is the outer Graph's MULTIAGENT_STATS, not the inner Swarm's.
+    assert [(r["agent_id"], r["evt_type"]) for r in followed][-1] == ("outer", "MULTIAGENT_STATS")
+    assert len(followed) == len(session_rows(ddb, table, session))
 
     got = rows(table, session)
     assert kinds(got, "outer")[0] == "MULTIAGENT_START"
