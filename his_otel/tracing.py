@@ -194,6 +194,7 @@ def configure(
     shutdown_timeout_millis: int | None = None,
     max_message_bytes: int | None = None,
     max_row_age_millis: int | None = None,
+    writes_in_flight: int | None = None,
     message_mode: str | None = None,
     message_filter: MessageFilter | None = None,
     flush_on_sigterm: bool = True,
@@ -263,6 +264,7 @@ def configure(
             endpoint_url=endpoint_url,
             export_timeout_millis=export_timeout_millis,
             max_message_bytes=max_message_bytes,
+            writes_in_flight=writes_in_flight,
         )
         processor = HISSpanProcessor(
             exporter,

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -34,18 +35,20 @@ def puts_of(proxy: FaultProxy, table: str, session: str) -> list[int]:
 
 
 def test_a_far_dynamodb_gets_several_calls_at_once_never_more_than_the_bound(
-    proxy: FaultProxy, ddb: Any, table: str
+    proxy: FaultProxy, ddb: Any, table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """40 ms a call: the writer overlaps calls (up to ``writes_in_flight``), every row once."""
+    """40 ms a call: the writer overlaps calls (up to ``writes_in_flight``, else the environment's
+    ``HIS_OTEL_WRITES_IN_FLIGHT``), every row once."""
     proxy.faults = Faults(delay_s=0.04)
-    for bound in (1, 4):
+    monkeypatch.setenv("HIS_OTEL_WRITES_IN_FLIGHT", "1")
+    for bound in (None, 4):
         exporter = DynamoDBSpanExporter(table, endpoint_url=proxy.endpoint, writes_in_flight=bound)
         exporter.export_milestones(milestones(25, new_session()))  # sizes the writer to the latency
         proxy.counters.peak_in_flight = 0
         session = new_session()
         outcome = exporter.export_milestones(milestones(500, session), timeout_s=120)
         assert outcome.written == 500 and not outcome.unwritten
-        if bound == 1:
+        if bound is None:
             assert proxy.counters.peak_in_flight == 1
         else:
             assert 2 <= proxy.counters.peak_in_flight <= bound
