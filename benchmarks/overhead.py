@@ -115,7 +115,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
             into.append(child(variant, table, runs))
         # Two seconds a run: fewer runs, still every round, in alternating order.
         slow = [("slow_traced", slow_traced), ("slow_his", slow_ours)]
-        for variant, into in slow[r % 2 :] + slow[: r % 2] if r < (2 if quick else rounds) else []:
+        for variant, into in slow[r % 2 :] + slow[: r % 2] if r < (1 if quick else rounds) else []:
             into.append(child(variant, table, 2 if quick else 3))
     # Each HISAgent run records: START, 2 EVENT_LOOP, 21 MODEL_INVOCATION, 20 TOOLING,
     # 20 PROGRESS, COMPLETION, AGENT_STATS, RESULT = 67 milestones.
