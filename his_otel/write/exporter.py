@@ -119,7 +119,7 @@ class DynamoDBSpanExporter(SpanExporter):
             of BatchWriteItem: what the bridge does, since any sender that reaches it can write.
         puts_in_flight: Conditional puts at once, in append-only mode.
         writes_in_flight: The most BatchWriteItem calls at once (``HIS_OTEL_WRITES_IN_FLIGHT``, 8); how
-            many are used follows the latency observed (one or two on loopback). The live
+            many are used follows the latency observed (fewer on loopback). The live
             processor also runs up to this many writer threads.
     """
 

@@ -6,7 +6,7 @@ an exporter's caller, the bridge's requests):
 - **bounded**: never more than ``maximum`` calls at once;
 - **sized to the latency observed**: a call that mostly waits for the network leaves this process's
   CPU free for others, so the limit follows ``wall time / CPU time`` of recent calls (Little's law
-  on one core). On loopback that is one or two calls; 10 ms away it is several;
+  on one core): fewer calls on loopback, more the farther DynamoDB is;
 - **no head-of-line blocking**: a call running far longer than calls usually take (a stalled
   connection, a slow partition) stops counting against that limit, so the rows behind it go out on
   another call; ``maximum`` still bounds them all;
