@@ -21,10 +21,9 @@ from strands import tool
 
 from benchmarks.agent_thread import here_i_strand_way
 from benchmarks.common import Moto, Row, median, percentile
-from benchmarks.throughput import CEILING_THREADS, milestones
+from benchmarks.throughput import CEILING_THREADS, Ceiling, milestones
 from his_otel import HISAgent, ScriptedModel, ToolCall, configure, milestone
 from his_otel.schema import to_item
-from his_otel.write.client import ClientSource
 
 
 class LandingClock:
@@ -77,8 +76,7 @@ def ideal_writer(table: str, rate_per_s: float, seconds: float) -> list[float]:
             now = time.time_ns()
             latencies.extend((now - t) / 1e6 for t, _ in batch)
 
-    clients = [ClientSource().factory()() for _ in range(CEILING_THREADS)]
-    threads = [threading.Thread(target=write, args=(c,)) for c in clients]
+    threads = [threading.Thread(target=write, args=(c,)) for c in Ceiling(table).clients]
     for t in threads:
         t.start()
     items = [to_item(m) for m in milestones(int(rate_per_s * seconds), f"ideal-{uuid.uuid4().hex[:6]}")]

@@ -338,48 +338,50 @@ class HISSpanProcessor(SpanProcessor):
     def _parked_due(self, now: float) -> bool:
         return bool(self._parked) and now >= self._parked_until
 
+    def _wait_for_work(self) -> bool:
+        """Wait (holding ``_cond``) until a batch is ready; False once stopped."""
+        while not self._stop and not (self._queue or self._parked_due(time.monotonic())):
+            timeout = max(0.0, self._parked_until - time.monotonic()) if self._parked else None
+            self._idle += 1
+            try:
+                self._work.wait(timeout)
+            finally:
+                self._idle -= 1
+        # Give a burst a moment to fill a batch, unless someone is waiting on a flush. In a loop:
+        # a wake-up meant for an idle writer must not cut the wait short (calls cost CPU).
+        until = time.monotonic() + self._delay_s
+        while len(self._queue) < _EXPORT_BATCH and not self._waiters and not self._stop:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            self._work.wait(remaining)
+        return not self._stop
+
     def _take_batch(self) -> tuple[int, list[Milestone], dict[str, _Parked]] | None:
         """Wait for work: (batch id, batch, the parked entries in it), or None once stopped."""
         with self._cond:
-            while not self._stop and not (self._queue or self._parked_due(time.monotonic())):
-                timeout = max(0.0, self._parked_until - time.monotonic()) if self._parked else None
-                self._idle += 1
-                try:
-                    self._work.wait(timeout)
-                finally:
-                    self._idle -= 1
-            if self._stop:
-                return None
-            # Give a burst a moment to fill a batch, unless someone is waiting on a flush. In a loop:
-            # a wake-up meant for an idle writer must not cut the wait short (calls cost CPU).
-            until = time.monotonic() + self._delay_s
-            while len(self._queue) < _EXPORT_BATCH and not self._waiters and not self._stop:
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._work.wait(remaining)
-            if self._stop:
-                return None
-            batch: list[Milestone] = []
-            parked: dict[str, _Parked] = {}
-            if self._parked_due(time.monotonic()):
-                while self._parked and len(batch) < _EXPORT_BATCH:
-                    entry = self._parked.popleft()
-                    parked[entry.milestone.event_id] = entry
-                    batch.append(entry.milestone)
-            fresh = 0
-            while self._queue and len(batch) < _EXPORT_BATCH:
-                batch.append(self._queue.popleft())
-                fresh += 1
-            if not batch:  # another writer took it while this one waited for the batch to fill
-                return self._next_batch, [], {}
-            batch_id, self._next_batch = self._next_batch, self._next_batch + 1
-            self._batches[batch_id] = -1 if parked else self._taken
-            self._taken += fresh
-            self._inflight += len(batch)
-            if self._queue:  # more than one batch is waiting: another writer may take it now
-                self._wake_worker()
-            return batch_id, batch, parked
+            while self._wait_for_work():
+                batch: list[Milestone] = []
+                parked: dict[str, _Parked] = {}
+                if self._parked_due(time.monotonic()):
+                    while self._parked and len(batch) < _EXPORT_BATCH:
+                        entry = self._parked.popleft()
+                        parked[entry.milestone.event_id] = entry
+                        batch.append(entry.milestone)
+                fresh = 0
+                while self._queue and len(batch) < _EXPORT_BATCH:
+                    batch.append(self._queue.popleft())
+                    fresh += 1
+                if not batch:  # another writer took it while this one waited for the batch to fill
+                    continue
+                batch_id, self._next_batch = self._next_batch, self._next_batch + 1
+                self._batches[batch_id] = -1 if parked else self._taken
+                self._taken += fresh
+                self._inflight += len(batch)
+                if self._queue:  # more than one batch is waiting: another writer may take it now
+                    self._wake_worker()
+                return batch_id, batch, parked
+            return None
 
     def _run(self) -> None:
         while True:
@@ -387,8 +389,6 @@ class HISSpanProcessor(SpanProcessor):
             if taken is None:
                 return
             batch_id, batch, parked = taken
-            if not batch:
-                continue
             try:
                 outcome = self.exporter.export_milestones(batch)
             except Exception as e:

@@ -323,7 +323,7 @@ class DynamoDBWriter:
         return outcome
 
     def close(self) -> None:
-        """Let the put threads go (append-only mode). The writer still works afterwards."""
+        """Let the pool's threads go. The writer still works afterwards (a new pool on its next write)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)

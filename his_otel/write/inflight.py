@@ -43,8 +43,6 @@ class InFlight:
         self._attempt = 0
         self._base = base_backoff_s
         self._cap = max_backoff_s
-        self.peak = 0
-        """The most calls that were in flight at once."""
 
     @property
     def limit(self) -> int:
@@ -67,7 +65,6 @@ class InFlight:
                 if free and now >= self._not_before:
                     ticket = next(self._ids)
                     self._started[ticket] = now
-                    self.peak = max(self.peak, len(self._started))
                     return ticket
                 wake = deadline if not free else min(deadline, self._not_before)
                 # Short waits: a ``stop`` or a call that stalls is noticed within 50 ms.
