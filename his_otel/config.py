@@ -27,6 +27,7 @@ ENV_DISABLED = "HIS_OTEL_DISABLED"
 ENV_MAX_ROW_AGE_MS = "HIS_OTEL_MAX_ROW_AGE_MS"
 ENV_INVOCATION_FLUSH_MS = "HIS_OTEL_INVOCATION_FLUSH_MS"
 ENV_WRITES_IN_FLIGHT = "HIS_OTEL_WRITES_IN_FLIGHT"
+ENV_COPIES = "HIS_OTEL_COPIES"
 
 # Theirs, for the region: botocore reads only AWS_DEFAULT_REGION; Lambda, AgentCore and the other AWS
 # SDKs set AWS_REGION.
@@ -39,6 +40,10 @@ ENV_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 ENV_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 ENV_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 ENV_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+ENV_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+ENV_OTLP_LOGS_PROTOCOL = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
+ENV_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
+ENV_BLRP_SCHEDULE_DELAY = "OTEL_BLRP_SCHEDULE_DELAY"
 
 DEFAULT_MAX_QUEUE_SIZE = 100_000
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
@@ -53,6 +58,13 @@ DEFAULT_INVOCATION_FLUSH_MS = 2_000
 
 MESSAGE_MODES = ("full", "drop")
 REPORTING_MODES = ("hooks", "prompt", "both")
+# Which copies of a milestone are emitted: the span event (the trace view; leaves with its span) and
+# the log event (leaves at once: what makes the collector path live).
+COPIES = ("both", "span", "log")
+DEFAULT_COPIES = "both"
+# The batch delay of the LoggerProvider configure() installs, unless OTEL_BLRP_SCHEDULE_DELAY says:
+# the SDK's 1 s default is most of a row's way through a collector.
+DEFAULT_LOG_SCHEDULE_DELAY_MS = 200
 
 
 def _arg_name(env: str) -> str:

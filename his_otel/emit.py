@@ -9,16 +9,19 @@ trace that is sampled out, and a span that drops old events past the SDK's event
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace as trace_api
 
-from . import notice
+from . import config, log_copy, notice
 from .capture import routing
 from .schema import (
     EVENT_NAME,
@@ -31,6 +34,9 @@ from .schema import (
     event_attributes,
     normalize_evt_type,
 )
+
+if TYPE_CHECKING:
+    from .capture.live import HISSpanProcessor
 
 if sys.version_info >= (3, 14):
     from uuid import uuid7 as _uuid7
@@ -100,6 +106,19 @@ def dropped_without_identity() -> int:
 def dropped_without_pipeline() -> int:
     """How many milestones had no his-otel pipeline to go to (``configure()`` never ran)."""
     return _dropped_no_pipeline
+
+
+@functools.lru_cache(maxsize=4)
+def _copies_from_env(raw: str | None) -> str:
+    return config.resolve_choice(None, config.ENV_COPIES, config.DEFAULT_COPIES, config.COPIES)
+
+
+def _copies(pipelines: list[HISSpanProcessor]) -> tuple[bool, bool]:
+    """(span event?, log event?) for a milestone taken by ``pipelines``: what any of them asks for."""
+    modes = (
+        {p.copies for p in pipelines} if pipelines else {_copies_from_env(os.environ.get(config.ENV_COPIES))}
+    )
+    return bool(modes - {"log"}), bool(modes - {"span"})
 
 
 def milestone(
@@ -175,10 +194,14 @@ def milestone(
         # event already taken, or does not see the event at all.
         for pipeline in pipelines:
             pipeline.submit(m, target)
+        span_copy, log_event = _copies(pipelines)
         # An ended span keeps its context (the row's trace link) but takes no more events.
-        if target.is_recording():
+        if span_copy and target.is_recording():
             target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
             target.set_attribute(SPAN_ATTR_HAS_MILESTONE, True)
+        if log_event:
+            # Leaves the process within the log processor's delay, whether or not the span ever ends.
+            log_copy.emit(m, ctx)
         if not pipelines:
             _dropped_no_pipeline += 1
             if not _warned_no_pipeline:

@@ -28,6 +28,8 @@ ATTR_AGENT_ID = "his.agent_id"
 # The message's UTF-8 length as emitted: the SDK's attribute limit (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT)
 # may cut the text on its way to a collector, but never an int, so a reader of the event knows.
 ATTR_EVT_MESSAGE_LENGTH = "his.evt_message_length"
+# The name of the span a milestone sits on, carried by its log copy (a log record has no span name).
+ATTR_SPAN_NAME = "his.span_name"
 # Routes an in-process row to its agent's table. The bridge ignores it: a sender never picks the table.
 ATTR_TABLE = "his.table"
 # The attribute AgentCore and OTel's session convention use, so backends can search spans by session.
@@ -114,7 +116,8 @@ def normalize_evt_type(evt_type: str | EventType) -> str:
     """Return ``evt_type`` upper-cased, or raise :class:`InvalidMilestoneError` if it is not a valid name."""
     value = evt_type.value if isinstance(evt_type, Enum) else str(evt_type).strip().upper()
     if not _EVT_TYPE_RE.match(value):
-        raise InvalidMilestoneError(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {evt_type!r}")
+        # Bounded: the type may be a sender's megabyte, and this text is logged and answered.
+        raise InvalidMilestoneError(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {value[:80]!r}")
     return value
 
 

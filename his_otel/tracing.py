@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from . import config
+from . import config, log_copy
 from .capture import lifecycle
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .write.exporter import DynamoDBSpanExporter, MessageFilter
@@ -47,6 +47,10 @@ def _bounded(fn: Callable[[], object], timeout_s: float) -> bool:
     worker.start()
     worker.join(max(0.0, timeout_s))
     return bool(outcome and outcome[0] is not False)
+
+
+def _flush_within(part: Any, remaining_s: float) -> bool:
+    return _bounded(lambda: part.force_flush(max(0, int(remaining_s * 1000))), remaining_s)
 
 
 class _Counted(SpanExporter):
@@ -84,16 +88,18 @@ class Handle:
     otlp_exporter: SpanExporter | None = None
     otlp_processor: SpanProcessor | None = None
     otlp_tally: _Counted | None = None
+    logs: InstalledLogs | None = None
+    """The LoggerProvider his-otel installed for the log copies (none existed), if it did."""
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write pending rows (and send pending OTLP spans when his-otel installed the provider),
-        within ``timeout_millis`` in all."""
+        """Write pending rows (and send pending OTLP spans and log copies when his-otel installed the
+        providers), within ``timeout_millis`` in all."""
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
         ok = self.processor.force_flush(timeout_millis)
-        if self.otlp_processor is not None:
-            remaining = deadline - time.monotonic()
-            otlp = self.otlp_processor
-            ok = _bounded(lambda: otlp.force_flush(max(0, int(remaining * 1000))), remaining) and ok
+        otlp_parts: list[Any] = [self.otlp_processor, self.logs.processor if self.logs else None]
+        for otlp in otlp_parts:
+            if otlp is not None:
+                ok = _flush_within(otlp, deadline - time.monotonic()) and ok
         return ok
 
     def shutdown(self) -> None:
@@ -101,9 +107,9 @@ class Handle:
         with _lock:
             _handles.pop(id(self.provider), None)
         self.processor.shutdown()
-        if self.otlp_processor is not None:
-            otlp = self.otlp_processor
-            _bounded(otlp.shutdown, self.processor._shutdown_timeout_s)
+        for otlp in (self.otlp_processor, self.logs.provider if self.logs else None):
+            if otlp is not None:
+                _bounded(otlp.shutdown, self.processor._shutdown_timeout_s)
 
     def stats(self) -> ProcessorStats:
         return self.processor.stats()
@@ -114,24 +120,29 @@ class Handle:
             return 0, 0
         return self.otlp_tally.sent, self.otlp_tally.failed
 
+    def otlp_log_delivery(self) -> tuple[int, int]:
+        """(log records the OTLP log exporter delivered, records it failed to), when his-otel
+        installed it."""
+        if self.logs is None or self.logs.tally is None:
+            return 0, 0
+        return self.logs.tally.sent, self.logs.tally.failed
 
-def _otlp_requested(otlp: bool | None) -> bool:
+
+def _otlp_requested(otlp: bool | None, exporter_env: str, endpoint_env: str) -> bool:
+    """Whether a signal gets an OTLP exporter: the argument, else its ``OTEL_*_EXPORTER`` variable,
+    else whether an endpoint (the signal's own or the base one) is set."""
     if otlp is not None:
         return otlp
-    exporters = os.environ.get(config.ENV_TRACES_EXPORTER, "").lower()
+    exporters = os.environ.get(exporter_env, "").lower()
     if "none" in exporters.split(","):
         return False
     if "otlp" in exporters.split(","):
         return True
-    return bool(os.environ.get(config.ENV_OTLP_ENDPOINT) or os.environ.get(config.ENV_OTLP_TRACES_ENDPOINT))
+    return bool(os.environ.get(config.ENV_OTLP_ENDPOINT) or os.environ.get(endpoint_env))
 
 
-def _otlp_protocol() -> str:
-    return (
-        os.environ.get(config.ENV_OTLP_TRACES_PROTOCOL)
-        or os.environ.get(config.ENV_OTLP_PROTOCOL)
-        or "http/protobuf"
-    ).strip()
+def _otlp_protocol(signal_env: str = config.ENV_OTLP_TRACES_PROTOCOL) -> str:
+    return (os.environ.get(signal_env) or os.environ.get(config.ENV_OTLP_PROTOCOL) or "http/protobuf").strip()
 
 
 def otlp_endpoint() -> str:
@@ -153,6 +164,64 @@ def _otlp_exporter() -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     return HttpExporter()
+
+
+class _CountedLogs:
+    """The OTLP log exporter, counting what it delivered (the SDK's batch processor only logs)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sent = 0
+        self.failed = 0
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        result = self.inner.export(batch)
+        if getattr(result, "name", "") == "SUCCESS":
+            self.sent += len(batch)
+        else:
+            self.failed += len(batch)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+@dataclass
+class InstalledLogs:
+    """The LoggerProvider ``configure()`` installed for the log copies, and its OTLP export."""
+
+    provider: Any
+    processor: Any = None
+    tally: _CountedLogs | None = None
+
+
+def _install_logs(resource: Resource, otlp: bool | None) -> InstalledLogs | None:
+    """Where no LoggerProvider is set, one with an OTLP log exporter when the standard variables (or
+    ``otlp``) ask for it, so the log copies leave the process. None when there is nothing to do."""
+    if log_copy.has_provider() or not _otlp_requested(
+        otlp, config.ENV_LOGS_EXPORTER, config.ENV_OTLP_LOGS_ENDPOINT
+    ):
+        return None
+    from opentelemetry import _logs
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    if _otlp_protocol(config.ENV_OTLP_LOGS_PROTOCOL) == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+    tally = _CountedLogs(OTLPLogExporter())
+    delay = None if os.environ.get(config.ENV_BLRP_SCHEDULE_DELAY) else config.DEFAULT_LOG_SCHEDULE_DELAY_MS
+    processor = BatchLogRecordProcessor(tally, schedule_delay_millis=delay)  # type: ignore[arg-type]
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_log_record_processor(processor)
+    _logs.set_logger_provider(provider)
+    if _logs.get_logger_provider() is not provider:
+        return None  # another installer won the race; the copies go through theirs
+    return InstalledLogs(provider, processor, tally)
 
 
 def current_handle() -> Handle | None:
@@ -197,20 +266,26 @@ def configure(
     writes_in_flight: int | None = None,
     message_mode: str | None = None,
     message_filter: MessageFilter | None = None,
+    copies: str | None = None,
     flush_on_sigterm: bool = True,
 ) -> Handle:
     """Set up status rows for this process. Idempotent: a second call returns the first handle.
 
     Attaches a :class:`HISSpanProcessor` to ``tracer_provider`` (default: the global provider). When
     no SDK provider is set globally, installs one, with an OTLP exporter when ``otlp`` is True or the
-    standard ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_TRACES_EXPORTER`` variables ask for one.
+    standard ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_TRACES_EXPORTER`` variables ask for one; and where no
+    LoggerProvider is set either, one for the milestones' log copies, with an OTLP log exporter on the
+    same terms (``OTEL_EXPORTER_OTLP_LOGS_*`` / ``OTEL_LOGS_EXPORTER``).
 
     Args:
         table_name: Default table for milestones that name none (else ``HIS_OTEL_TABLE``).
         tracer_provider: The provider to attach to (default: the global one).
         client, session, region_name, endpoint_url: How to reach DynamoDB (see
             :class:`DynamoDBSpanExporter`); by default boto3's environment.
-        otlp: Force the OTLP exporter on or off for a provider installed here.
+        otlp: Force the OTLP exporters (traces and logs) on or off for providers installed here.
+        copies: Which copies of each milestone are emitted (``HIS_OTEL_COPIES``): ``"both"`` (the
+            default: the span event for the trace view, the log event for a live collector path),
+            ``"span"`` or ``"log"``.
         service_name: ``service.name`` of a provider installed here (else ``OTEL_SERVICE_NAME``).
         message_mode, message_filter: What text may leave the process; applied when a milestone is
             emitted, so the span event and the row carry the same text.
@@ -230,6 +305,8 @@ def configure(
         otlp_exporter: SpanExporter | None = None
         otlp_processor: SpanProcessor | None = None
         otlp_tally: _Counted | None = None
+        logs: InstalledLogs | None = None
+        copies = config.resolve_choice(copies, config.ENV_COPIES, config.DEFAULT_COPIES, config.COPIES)
         if tracer_provider is None and not isinstance(provider, TracerProvider):
             if type(provider).__name__ != "ProxyTracerProvider":
                 logger.warning(
@@ -241,8 +318,9 @@ def configure(
                 attrs = {SERVICE_NAME: service_name} if service_name else {}
                 # Our own exit hook shuts it down within bounded time; the SDK's would wait on a
                 # hung collector for as long as the OTLP exporter's own timeout.
-                provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
-                if _otlp_requested(otlp):
+                resource = Resource.create(attrs)
+                provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+                if _otlp_requested(otlp, config.ENV_TRACES_EXPORTER, config.ENV_OTLP_TRACES_ENDPOINT):
                     otlp_exporter = _otlp_exporter()
                     otlp_tally = _Counted(otlp_exporter)
                     otlp_processor = BatchSpanProcessor(otlp_tally)
@@ -253,6 +331,8 @@ def configure(
                     provider = trace_api.get_tracer_provider()
                 else:
                     installed = True
+                    if copies != "span":
+                        logs = _install_logs(resource, otlp)
                 existing = _handles.get(id(provider))
                 if existing is not None:
                     return existing
@@ -276,6 +356,7 @@ def configure(
             message_mode=message_mode,
             message_filter=message_filter,
             tracer_provider=provider,
+            copies=copies,
         )
         if isinstance(provider, TracerProvider):
             provider.add_span_processor(processor)
@@ -287,9 +368,15 @@ def configure(
             otlp_exporter=otlp_exporter,
             otlp_processor=otlp_processor,
             otlp_tally=otlp_tally,
+            logs=logs,
         )
         _handles[id(provider)] = handle
-        if otlp_processor is not None:
+        if copies != "span" and not installed and not log_copy.has_provider():
+            logger.info(
+                "no LoggerProvider is set: milestones' log copies go nowhere until the application sets"
+                " one (span events and rows are unaffected)"
+            )
+        if otlp_processor is not None or logs is not None:
             atexit.register(handle.shutdown)
         if flush_on_sigterm:
             timeout_ms = int(processor._shutdown_timeout_s * 1000)

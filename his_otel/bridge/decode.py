@@ -1,7 +1,7 @@
-"""OTLP trace requests -> spans the exporter reads. Decoding is the OTLP protobuf package's
+"""OTLP trace and log requests -> milestones. Decoding is the OTLP protobuf package's
 (``opentelemetry-proto``); this module only undoes HTTP transport encodings, repairs what OTLP/JSON
-senders get wrong, and maps protobuf spans onto the SDK's ``ReadableSpan``, so the bridge and the
-in-process path share one mapping (``milestones_of`` -> ``milestone_from_event`` -> ``to_item``)."""
+senders get wrong, and reads each ``his.milestone`` event (span event or log event) through the one
+mapping the in-process path uses too (``milestone_from_event`` -> ``to_item``)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,35 @@ import base64
 import binascii
 import json
 import zlib
-from typing import Any
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from ..schema import EVENT_NAME, clean_text
+from ..log_copy import ATTR_EVENT_NAME
+from ..schema import (
+    ATTR_SPAN_NAME,
+    EVENT_NAME,
+    InvalidMilestoneError,
+    Milestone,
+    clean_text,
+    milestone_from_event,
+)
 
 PROTOBUF = "application/x-protobuf"
-_NO_RESOURCE = Resource.get_empty()
 JSON = "application/json"
 
 
@@ -87,9 +102,12 @@ def _prepare_json(node: Any) -> Any:
     return node
 
 
-def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+M = TypeVar("M", bound=Message)
+
+
+def parse_request(body: bytes, content_type: str, request: M) -> M:
+    """Fill ``request`` (an empty OTLP export request of the signal) from ``body``."""
     kind = (content_type or "").split(";", 1)[0].strip().lower()
-    request = ExportTraceServiceRequest()
     if kind == PROTOBUF:
         try:
             request.ParseFromString(body)
@@ -120,30 +138,144 @@ def _value(v: AnyValue) -> Any:
     return getattr(v, kind)
 
 
-def milestone_spans(request: ExportTraceServiceRequest) -> tuple[list[ReadableSpan], int]:
-    """The spans of ``request`` that carry ``his.milestone`` events (only those events), and the
-    number of spans in the request."""
-    spans: list[ReadableSpan] = []
-    total = 0
+@dataclass
+class Received:
+    """The milestones of one OTLP request, by the unit OTLP's ``partial_success`` counts: a span
+    (traces) or a log record (logs). Units without a ``his.milestone`` event are not listed."""
+
+    signal: str
+    items: int
+    """Spans or log records in the request."""
+    units: list[list[Milestone]] = field(default_factory=list)
+    malformed: list[int] = field(default_factory=list)
+    """Per unit: its ``his.milestone`` events that can never become rows."""
+    causes: Counter[str] = field(default_factory=Counter)
+    """Why events were malformed (bounded text, never the sender's strings whole)."""
+
+
+def _id(raw: bytes, size: int) -> int:
+    return int.from_bytes(raw, "big") if len(raw) == size else 0
+
+
+def _read(
+    received: Received, attributes: Any, timestamp_ns: int, trace_id: bytes, span_id: bytes, span_name: str
+) -> Milestone | None:
+    attrs = {kv.key: _value(kv.value) for kv in attributes}
+    try:
+        return milestone_from_event(
+            attrs,
+            timestamp_ns,
+            trace_id=_id(trace_id, 16),
+            span_id=_id(span_id, 8),
+            # A log record has no span name of its own: its log copy carries it.
+            span_name=span_name or str(attrs.get(ATTR_SPAN_NAME, "")),
+        )
+    except InvalidMilestoneError as e:
+        received.causes[str(e)[:200]] += 1
+        return None
+
+
+def trace_milestones(request: ExportTraceServiceRequest) -> Received:
+    """The ``his.milestone`` span events of a trace request, span by span."""
+    received = Received("traces", 0)
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                total += 1
-                events = [
-                    Event(EVENT_NAME, {kv.key: _value(kv.value) for kv in e.attributes}, e.time_unix_nano)
-                    for e in span.events
-                    if e.name == EVENT_NAME
-                ]
-                if not events:
+                received.items += 1
+                found: list[Milestone] = []
+                bad = 0
+                for e in span.events:
+                    if e.name != EVENT_NAME:
+                        continue
+                    m = _read(
+                        received, e.attributes, e.time_unix_nano, span.trace_id, span.span_id, span.name
+                    )
+                    if m is None:
+                        bad += 1
+                    else:
+                        found.append(m)
+                if found or bad:
+                    received.units.append(found)
+                    received.malformed.append(bad)
+    return received
+
+
+def _is_milestone(record: LogRecord) -> bool:
+    """A ``his.milestone`` log event: by its event name, or (SDKs before LogRecord had one) by the
+    ``event.name`` attribute."""
+    if getattr(record, "event_name", "") == EVENT_NAME:
+        return True
+    return any(kv.key == ATTR_EVENT_NAME and kv.value.string_value == EVENT_NAME for kv in record.attributes)
+
+
+def log_milestones(request: ExportLogsServiceRequest) -> Received:
+    """The ``his.milestone`` log events of a logs request; other log records are ignored."""
+    received = Received("logs", 0)
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                received.items += 1
+                if not _is_milestone(record):
                     continue
-                context = SpanContext(
-                    trace_id=int.from_bytes(span.trace_id, "big") if len(span.trace_id) == 16 else 0,
-                    span_id=int.from_bytes(span.span_id, "big") if len(span.span_id) == 8 else 0,
-                    is_remote=True,
-                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                name = next(
+                    (kv.value.string_value for kv in record.attributes if kv.key == ATTR_SPAN_NAME), ""
                 )
-                # An explicit resource: the default would run the resource detectors (threads) per span.
-                spans.append(
-                    ReadableSpan(name=span.name, context=context, events=events, resource=_NO_RESOURCE)
-                )
-    return spans, total
+                timestamp = record.time_unix_nano or record.observed_time_unix_nano
+                m = _read(received, record.attributes, timestamp, record.trace_id, record.span_id, name)
+                received.units.append([] if m is None else [m])
+                received.malformed.append(1 if m is None else 0)
+    return received
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One OTLP signal the bridge takes: where it arrives, its messages, and how it is read."""
+
+    name: str
+    path: str
+    """The OTLP/HTTP path."""
+    service: str
+    """The OTLP/gRPC service."""
+    request: type[Message]
+    response: type[Message]
+    read: Callable[[Any], Received]
+    rejected_field: str
+    """The field of the response's ``partial_success`` that counts refused units."""
+
+    def parse(self, body: bytes, content_type: str) -> Received:
+        return self.read(parse_request(body, content_type, self.request()))
+
+    def from_grpc(self, body: bytes) -> Received:
+        try:
+            return self.read(self.request.FromString(body))
+        except (DecodeError, ValueError, RecursionError) as e:
+            raise BadRequestError(f"invalid protobuf body: {e}") from e
+
+    def answer(self, rejected: int, message: str) -> Message:
+        response = self.response()
+        if rejected:
+            partial = response.partial_success  # type: ignore[attr-defined]
+            setattr(partial, self.rejected_field, rejected)
+            partial.error_message = message
+        return response
+
+
+TRACES = Signal(
+    "traces",
+    "/v1/traces",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    trace_milestones,
+    "rejected_spans",
+)
+LOGS = Signal(
+    "logs",
+    "/v1/logs",
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+    log_milestones,
+    "rejected_log_records",
+)
+SIGNALS = (TRACES, LOGS)

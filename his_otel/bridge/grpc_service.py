@@ -1,4 +1,5 @@
-"""OTLP/gRPC: ``TraceService/Export`` on grpcio's asyncio server, in the same event loop as HTTP.
+"""OTLP/gRPC: ``TraceService/Export`` and ``LogsService/Export`` on grpcio's asyncio server, in the
+same event loop as HTTP.
 
 Status codes as OTLP specifies: retryable failures are UNAVAILABLE (DynamoDB down, the table missing,
 the bridge busy or stopping) or RESOURCE_EXHAUSTED (DynamoDB throttling), both with a RetryInfo
@@ -15,16 +16,13 @@ from typing import Any
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import DecodeError
+from google.protobuf.message import Message
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from ..write.throttled_log import ThrottledLog
 from .auth import TokenCheck
+from .decode import SIGNALS, BadRequestError, Signal
 from .ingest import RETRY_AFTER_S, Answer, Ingest
 from .limits import Limits, Slots
 
@@ -44,14 +42,14 @@ def _retry_trailers(code: grpc.StatusCode, message: str, delay_s: int) -> tuple[
     )
 
 
-SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+class ExportService:
+    """``<Signal>Service/Export``. It takes the request's bytes and parses them itself: grpcio answers
+    a request its deserializer cannot parse with UNKNOWN, where OTLP wants INVALID_ARGUMENT."""
 
-
-class TraceService:
-    """``TraceService/Export``. It takes the request's bytes and parses them itself: grpcio answers a
-    request its deserializer cannot parse with UNKNOWN, where OTLP wants INVALID_ARGUMENT."""
-
-    def __init__(self, ingest: Ingest, slots: Slots, token: TokenCheck, is_stopping: Any) -> None:
+    def __init__(
+        self, signal: Signal, ingest: Ingest, slots: Slots, token: TokenCheck, is_stopping: Any
+    ) -> None:
+        self._signal = signal
         self._ingest = ingest
         self._slots = slots
         self._token = token
@@ -64,9 +62,7 @@ class TraceService:
         self._ingest.count(retry_requests=1)
         await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, delay_s))
 
-    async def export(
-        self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ExportTraceServiceResponse:
+    async def export(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
         authorization = metadata.get("authorization")
         if not self._token.allows(authorization if isinstance(authorization, str) else None):
@@ -76,16 +72,18 @@ class TraceService:
         if self._is_stopping():
             await self._retry(context, grpc.StatusCode.UNAVAILABLE, "bridge shutting down", RETRY_AFTER_S)
         try:
-            request = ExportTraceServiceRequest.FromString(body)
-        except (DecodeError, ValueError, RecursionError) as e:
+            received = self._signal.from_grpc(body)
+        except BadRequestError as e:
             self._ingest.count(rejected_requests=1)
-            self._log.info("400", "error=<%s> | request refused: not an OTLP trace request (gRPC)", e)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid protobuf body: {e}")
+            self._log.info(
+                "400", "error=<%s> | request refused: not an OTLP %s request (gRPC)", e, self._signal.name
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if not self._slots.take():
             await self._retry(context, grpc.StatusCode.UNAVAILABLE, "bridge busy", 1)
         try:
             verdict = await asyncio.get_running_loop().run_in_executor(
-                self._slots.executor, self._ingest.handle, request
+                self._slots.executor, self._ingest.handle, received
             )
         except asyncio.CancelledError:
             self._ingest.count(cut_off_requests=1)  # the grace period ended: the sender will send it again
@@ -96,11 +94,7 @@ class TraceService:
             await self._retry(context, grpc.StatusCode.RESOURCE_EXHAUSTED, verdict.message, RETRY_AFTER_S)
         if verdict.answer is Answer.UNAVAILABLE:
             await self._retry(context, grpc.StatusCode.UNAVAILABLE, verdict.message, RETRY_AFTER_S)
-        response = ExportTraceServiceResponse()
-        if verdict.rejected_spans:
-            response.partial_success.rejected_spans = verdict.rejected_spans
-            response.partial_success.error_message = verdict.message
-        return response
+        return self._signal.answer(verdict.rejected, verdict.message)
 
 
 def grpc_options(limits: Limits, *, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -125,15 +119,19 @@ async def start_grpc(
     *,
     reuse_port: bool,
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve TraceService on ``host:port`` (0: a free port); returns the server and its port."""
+    """Serve OTLP's trace and logs services on ``host:port`` (0: a free port); returns the server and
+    its port."""
     server = grpc.aio.server(
         options=grpc_options(limits, reuse_port=reuse_port), maximum_concurrent_rpcs=limits.max_connections
     )
-    service = TraceService(ingest, slots, token, is_stopping)
-    export: grpc.RpcMethodHandler[bytes, ExportTraceServiceResponse] = grpc.unary_unary_rpc_method_handler(
-        service.export, response_serializer=ExportTraceServiceResponse.SerializeToString
-    )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": export}),))
+    handlers = []
+    for signal in SIGNALS:
+        service = ExportService(signal, ingest, slots, token, is_stopping)
+        export: grpc.RpcMethodHandler[bytes, Message] = grpc.unary_unary_rpc_method_handler(
+            service.export, response_serializer=lambda m: m.SerializeToString()
+        )
+        handlers.append(grpc.method_handlers_generic_handler(signal.service, {"Export": export}))
+    server.add_generic_rpc_handlers(tuple(handlers))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

@@ -1,4 +1,5 @@
-"""OTLP/HTTP as an ASGI app (served by uvicorn): ``POST /v1/traces``, ``/health``, ``/ready``, ``/stats``.
+"""OTLP/HTTP as an ASGI app (served by uvicorn): ``POST /v1/traces`` and ``/v1/logs``, ``/health``,
+``/ready``, ``/stats``.
 
 HTTP itself (chunked and Content-Length bodies, keep-alive, flow control, the connection cap) is the
 server's; this app decides, before it reads a body, whether the request may go on (auth, declared
@@ -17,18 +18,18 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from ..write.throttled_log import ThrottledLog
 from .auth import TokenCheck
 from .decode import (
     JSON,
     PROTOBUF,
+    SIGNALS,
     BadRequestError,
+    Signal,
     TooLargeError,
     UnsupportedError,
     decompress,
-    parse_request,
 )
 from .ingest import RETRY_AFTER_S, Answer, Ingest
 from .limits import Limits, Slots
@@ -40,7 +41,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-TRACES_PATH = "/v1/traces"
+BY_PATH = {signal.path: signal for signal in SIGNALS}
 LIVE_PATHS = ("/health", "/healthz", "/livez")
 READY_PATHS = ("/ready", "/readyz")
 
@@ -116,10 +117,11 @@ class OTLPHttpApp:
         path = scope.get("path", "").rstrip("/") or "/"
         method = scope.get("method", "GET")
         try:
-            if path == TRACES_PATH:
+            signal = BY_PATH.get(path)
+            if signal is not None:
                 if method != "POST":
-                    raise _ReplyError(405, f"{TRACES_PATH} takes POST", close=True)
-                await self._export(headers, receive, send, as_json)
+                    raise _ReplyError(405, f"{path} takes POST", close=True)
+                await self._export(signal, headers, receive, send, as_json)
             elif method in ("GET", "HEAD") and path in LIVE_PATHS:
                 # Liveness says only that the process answers: it names nothing a stranger could use.
                 await _send_json(send, 200, {"status": "ok"})
@@ -134,7 +136,9 @@ class OTLPHttpApp:
                 table = self.ingest.exporter.table_name
                 await _send_json(send, 200, {"table": table, "pid": os.getpid(), **self.ingest.snapshot()})
             else:
-                raise _ReplyError(404, f"no such path {path!r}; traces go to {TRACES_PATH}", close=True)
+                raise _ReplyError(
+                    404, f"no such path {path[:100]!r}; OTLP goes to {', '.join(BY_PATH)}", close=True
+                )
         except _ReplyError as reply:
             if reply.status in (429, 503):
                 self.ingest.count(retry_requests=1)
@@ -147,7 +151,9 @@ class OTLPHttpApp:
         except _DisconnectedError:
             logger.debug("sender disconnected mid-body")
 
-    async def _export(self, headers: dict[str, str], receive: Receive, send: Send, as_json: bool) -> None:
+    async def _export(
+        self, signal: Signal, headers: dict[str, str], receive: Receive, send: Send, as_json: bool
+    ) -> None:
         if self.stopping:
             raise _ReplyError(503, "bridge shutting down", retry_after=RETRY_AFTER_S, close=True)
         if not self.token.allows(headers.get("authorization")):
@@ -179,6 +185,7 @@ class OTLPHttpApp:
                 status, payload = await loop.run_in_executor(
                     self.slots.executor,
                     self._process,
+                    signal,
                     body,
                     headers.get("content-encoding", ""),
                     content_type,
@@ -210,26 +217,23 @@ class OTLPHttpApp:
                 return b"".join(chunks)
 
     def _process(
-        self, body: bytes, encoding: str, content_type: str, as_json: bool
+        self, signal: Signal, body: bytes, encoding: str, content_type: str, as_json: bool
     ) -> tuple[int, bytes | _ReplyError]:
         """On a worker thread: decode, write, and say what to answer."""
         try:
-            request = parse_request(decompress(body, encoding, self.limits.max_body_bytes), content_type)
+            received = signal.parse(decompress(body, encoding, self.limits.max_body_bytes), content_type)
         except UnsupportedError as e:
             return 415, _ReplyError(415, str(e))
         except TooLargeError as e:
             return 413, _ReplyError(413, str(e))
         except BadRequestError as e:
             return 400, _ReplyError(400, str(e))
-        verdict = self.ingest.handle(request)
+        verdict = self.ingest.handle(received)
         if verdict.answer is Answer.THROTTLED:
             return 429, _ReplyError(429, verdict.message, retry_after=RETRY_AFTER_S)
         if verdict.answer is Answer.UNAVAILABLE:
             return 503, _ReplyError(503, verdict.message, retry_after=RETRY_AFTER_S)
-        response = ExportTraceServiceResponse()
-        if verdict.rejected_spans:
-            response.partial_success.rejected_spans = verdict.rejected_spans
-            response.partial_success.error_message = verdict.message
+        response = signal.answer(verdict.rejected, verdict.message)
         payload = json_format.MessageToJson(response).encode() if as_json else response.SerializeToString()
         return 200, payload
 

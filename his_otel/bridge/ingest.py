@@ -3,8 +3,8 @@ become rows (append-only), and the answer says exactly what happened to them.
 
 The answer is an acknowledgement only when every row is in the table: anything still owed (DynamoDB
 throttling or down, the table missing, credentials refused) is a retryable answer, and the sender's
-retry is harmless (rows that landed are kept as they are). ``rejected_spans`` counts the spans whose
-milestones can never become rows, which is what OTLP's ``partial_success`` means.
+retry is harmless (rows that landed are kept as they are). The rejected count is of the spans (or log
+records) whose milestones can never become rows, which is what OTLP's ``partial_success`` means.
 """
 
 from __future__ import annotations
@@ -12,23 +12,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from ..schema import Milestone
 from ..write.dynamodb import ADVICE, THROTTLE_CODES
-from ..write.exporter import DynamoDBSpanExporter, milestones_of
+from ..write.exporter import DynamoDBSpanExporter
 from ..write.throttled_log import ThrottledLog
-from .decode import milestone_spans
+from .decode import Received
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 2
 READY_CACHE_S = 5.0
+ENV_SEEN_IDS = "HIS_OTEL_BRIDGE_SEEN_IDS"
+# ~20 MB: the ids of every milestone of a few thousand concurrent runs, kept for as long as their
+# spans may stay open.
+DEFAULT_SEEN_IDS = 100_000
 
 
 class Answer(Enum):
@@ -43,19 +45,28 @@ class Answer(Enum):
 @dataclass(frozen=True)
 class Verdict:
     answer: Answer
-    rejected_spans: int = 0
+    rejected: int = 0
+    """Spans (traces) or log records (logs) whose milestones can never become rows."""
     message: str = ""
 
 
 @dataclass
 class BridgeStats:
     requests: int = 0
+    """Export requests of both signals."""
+    trace_requests: int = 0
+    log_requests: int = 0
     spans: int = 0
+    log_records: int = 0
+    """Log records received, ``his.milestone`` events or not (the others are ignored)."""
     rows_written: int = 0
     rows_existing: int = 0
     """Rows already in the table (a retry, the in-process path, or a forgery): left as they were."""
+    rows_seen: int = 0
+    """Milestones this bridge had written already (their other copy arrived): no write at all."""
     rows_rejected: int = 0
     rejected_spans: int = 0
+    rejected_log_records: int = 0
     rejected_requests: int = 0
     """Requests refused as bad (HTTP 4xx, gRPC INVALID_ARGUMENT/UNAUTHENTICATED)."""
     retry_requests: int = 0
@@ -64,11 +75,38 @@ class BridgeStats:
     """Requests still writing when a forced shutdown cancelled them (their senders send them again)."""
 
 
+class Seen:
+    """The keys of the latest rows this bridge wrote (or found written), bounded: a milestone's
+    second copy (its span event, after its log event; a retry) then costs no DynamoDB write at all,
+    where a conditional put that finds the row would still consume a write unit."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, m: Milestone) -> bool:
+        with self._lock:
+            return (m.session_id, m.event_id) in self._keys
+
+    def add(self, milestones: list[Milestone]) -> None:
+        if self._limit <= 0:
+            return
+        with self._lock:
+            for m in milestones:
+                self._keys[(m.session_id, m.event_id)] = None
+                self._keys.move_to_end((m.session_id, m.event_id))
+            while len(self._keys) > self._limit:
+                self._keys.popitem(last=False)
+
+
 class Ingest:
     """Turns requests into rows through one append-only exporter. Thread-safe; blocking (run it on
     a worker thread)."""
 
-    def __init__(self, exporter: DynamoDBSpanExporter, write_timeout_s: float) -> None:
+    def __init__(
+        self, exporter: DynamoDBSpanExporter, write_timeout_s: float, seen_ids: int = DEFAULT_SEEN_IDS
+    ) -> None:
         self.exporter = exporter
         self._write_timeout_s = write_timeout_s
         self._lock = threading.Lock()
@@ -76,6 +114,7 @@ class Ingest:
         self._write_failure = ""
         self._ready: tuple[float, bool, str] | None = None
         self._log = ThrottledLog(logger)
+        self._seen = Seen(seen_ids)
 
     def count(self, **increments: int) -> None:
         with self._lock:
@@ -86,28 +125,40 @@ class Ingest:
         with self._lock:
             return asdict(self.stats)
 
-    def handle(self, request: ExportTraceServiceRequest) -> Verdict:
-        spans, total = milestone_spans(request)
+    def handle(self, received: Received) -> Verdict:
+        """Write the milestones of one request and say what to answer."""
+        unit_of: dict[int, int] = {}
+        bad_units = {i for i, bad in enumerate(received.malformed) if bad}
+        bad_events = sum(received.malformed)
+        for cause, n in received.causes.items():
+            # Once per interval whatever a sender sends: counts and a bounded, escaped excerpt.
+            self._log.warning(
+                "malformed", "events=<%d>, cause=<%r> | his.milestone events rejected", n, cause
+            )
         milestones: list[Milestone] = []
-        span_of: dict[int, int] = {}
-        bad_spans: set[int] = set()
-        bad_events = 0
-        for index, span in enumerate(spans):
-            found, bad = milestones_of(span)
-            if bad:
-                bad_spans.add(index)
-                bad_events += bad
+        seen = 0
+        for index, found in enumerate(received.units):
             for m in found:
-                span_of[id(m)] = index
-            milestones.extend(found)
+                if self._seen.known(m):
+                    seen += 1
+                    continue
+                unit_of[id(m)] = index
+                milestones.append(m)
         outcome = self.exporter.export_milestones(milestones, timeout_s=self._write_timeout_s)
-        refused = {span_of[id(m)] for m in outcome.rejected_milestones}
-        rejected_spans = len(bad_spans | refused)
+        refused = {unit_of[id(m)] for m in outcome.rejected_milestones}
+        settled = {id(m) for m in outcome.unwritten} | {id(m) for m in outcome.rejected_milestones}
+        self._seen.add([m for m in milestones if id(m) not in settled])
+        rejected = len(bad_units | refused)
+        traces = received.signal == "traces"
         self.count(
             requests=1,
-            spans=total,
+            trace_requests=int(traces),
+            log_requests=int(not traces),
+            spans=received.items if traces else 0,
+            log_records=0 if traces else received.items,
             rows_written=outcome.written,
             rows_existing=outcome.existing,
+            rows_seen=seen,
             rows_rejected=outcome.rejected + bad_events,
         )
         if outcome.unwritten:
@@ -122,9 +173,9 @@ class Ingest:
                 ),
             )
         self._write_failure = ""
-        self.count(rejected_spans=rejected_spans)
+        self.count(**{"rejected_spans" if traces else "rejected_log_records": rejected})
         message = ""
-        if rejected_spans:
+        if rejected:
             # The exporter's "invalid" (a milestone no row can hold) in words a sender can act on.
             causes: Counter[str] = Counter(
                 {
@@ -135,11 +186,12 @@ class Ingest:
             if bad_events:
                 causes["malformed his.milestone event"] += bad_events
             why = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
+            unit = "spans" if traces else "log records"
             message = (
-                f"{bad_events + outcome.rejected} his.milestone events in {rejected_spans} spans can"
+                f"{bad_events + outcome.rejected} his.milestone events in {rejected} {unit} can"
                 f" never become rows ({why}); see the bridge's log"
             )
-        return Verdict(Answer.WRITTEN, rejected_spans, message)
+        return Verdict(Answer.WRITTEN, rejected, message)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether a write would land now, and if not, why (never the table's name).

@@ -111,6 +111,8 @@ class HISSpanProcessor(SpanProcessor):
         message_filter: Rewrites each message (redaction) when it is emitted; a filter that raises
             drops the text.
         live: Take milestones as they are emitted. When False, only ended spans are read.
+        copies: Which copies of each milestone are emitted (``HIS_OTEL_COPIES``): ``"both"`` (the
+            span event and the log event), ``"span"`` or ``"log"``. Rows are written once either way.
         tracer_provider: The provider whose unclaimed spans (sampled out, started before this
             processor) send their milestones here. ``configure()`` sets it.
     """
@@ -128,6 +130,7 @@ class HISSpanProcessor(SpanProcessor):
         message_filter: MessageFilter | None = None,
         live: bool = True,
         tracer_provider: trace_api.TracerProvider | None = None,
+        copies: str | None = None,
     ) -> None:
         self.exporter = exporter
         self.provider: trace_api.TracerProvider | None = tracer_provider
@@ -150,6 +153,7 @@ class HISSpanProcessor(SpanProcessor):
             message_mode, config.ENV_MESSAGE_MODE, "full", config.MESSAGE_MODES
         )
         self._message_filter = message_filter
+        self.copies = config.resolve_choice(copies, config.ENV_COPIES, config.DEFAULT_COPIES, config.COPIES)
         self._is_shutdown = False
         self._init_state()
         self._start_worker()

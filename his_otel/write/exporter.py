@@ -29,6 +29,7 @@ from .dynamodb import DEFAULT_PUTS_IN_FLIGHT, DEFAULT_WRITES_IN_FLIGHT, DynamoDB
 from .throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
+_malformed_log = ThrottledLog(logger)
 
 MessageFilter = Callable[[Milestone], str]
 """Returns the text to keep as ``evt_message`` (for redaction). In process it runs when the milestone
@@ -93,7 +94,10 @@ def milestones_of(span: ReadableSpan, events: Sequence[Event] | None = None) -> 
             )
         except InvalidMilestoneError as e:
             bad += 1
-            logger.warning("span=<%s>, error=<%s> | his.milestone event rejected", span.name, e)
+            # Throttled, and the name bounded and escaped: a sender chooses both.
+            _malformed_log.warning(
+                "malformed", "span=<%r>, error=<%r> | his.milestone event rejected", span.name[:100], str(e)
+            )
     return found, bad
 
 
