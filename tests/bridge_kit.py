@@ -90,7 +90,12 @@ def protobuf_body(spans: list[ReadableSpan]) -> bytes:
 
 def otlp_json(spans: list[ReadableSpan]) -> bytes:
     """OTLP/JSON as the spec writes it: lowerCamelCase keys, hex ids, int64 values as strings."""
-    document = json_format.MessageToDict(encode_spans(spans))
+    return otlp_json_of(encode_spans(spans))
+
+
+def otlp_json_of(message: Any) -> bytes:
+    """Any OTLP request message as OTLP/JSON (hex ids, as the spec writes them)."""
+    document = json_format.MessageToDict(message)
 
     def hexify(node: Any) -> None:
         if isinstance(node, dict):

@@ -84,6 +84,22 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture(scope="session")
+def log_records() -> Any:
+    """Every log record of the test session: a global LoggerProvider, set once like the tracer
+    provider, exporting to memory (the exporter's class was renamed in OpenTelemetry 1.39)."""
+    from opentelemetry import _logs
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs import export as log_export
+
+    exporter = (getattr(log_export, "InMemoryLogRecordExporter", None) or log_export.InMemoryLogExporter)()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(log_export.SimpleLogRecordProcessor(exporter))
+    _logs.set_logger_provider(provider)
+    assert _logs.get_logger_provider() is provider, "another test set the global logger provider first"
+    return exporter
+
+
+@pytest.fixture(scope="session")
 def his(moto_endpoint: str, ddb: Any, spans: InMemorySpanExporter) -> Iterator[Handle]:
     create_table(ddb, DEFAULT_TABLE)
     handle = configure(DEFAULT_TABLE, schedule_delay_millis=10)

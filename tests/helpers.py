@@ -122,3 +122,27 @@ def slow_step(session: str) -> str:
     milestone("PROGRESS", "slow step done")
     return "done"
 """
+
+
+def log_events(exported: Any) -> list[dict[str, Any]]:
+    """The ``his.milestone`` log events among what an in-memory log exporter received, as plain
+    dicts (the SDK's record classes changed across the versions CI runs)."""
+    events = []
+    for data in exported:
+        record = getattr(data, "log_record", data)
+        attrs = dict(record.attributes or {})
+        name = getattr(record, "event_name", None) or attrs.pop("event.name", None)
+        if name != "his.milestone":
+            continue
+        attrs.pop("event.name", None)
+        events.append(
+            {
+                "attributes": attrs,
+                "trace_id": record.trace_id,
+                "span_id": record.span_id,
+                "timestamp": record.timestamp,
+                "severity": record.severity_number.name if record.severity_number else None,
+                "severity_text": record.severity_text,
+            }
+        )
+    return events

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from helpers import new_session
+from helpers import log_events, new_session
 from his_otel import DynamoDBSpanExporter, Handle, Milestone, configure, milestone
 from his_otel.read import session_rows
 from his_otel.schema import EVENT_NAME, MAX_ITEM_BYTES, item_bytes, to_item
@@ -70,8 +70,8 @@ def exported_messages(otlp: InMemorySpanExporter) -> list[str]:
     ],
     ids=["filter", "raising-filter", "drop-mode"],
 )
-def test_redaction_applies_to_the_span_event_as_to_the_row(
-    ddb: Any, table: str, traced: Any, policy: dict[str, Any], expected: str
+def test_redaction_applies_to_the_span_event_and_the_log_event_as_to_the_row(
+    ddb: Any, table: str, traced: Any, log_records: Any, policy: dict[str, Any], expected: str
 ) -> None:
     provider, otlp, handle = traced(table, **policy)
     session = new_session()
@@ -80,6 +80,11 @@ def test_redaction_applies_to_the_span_event_as_to_the_row(
     assert handle.force_flush(10_000)
     assert [r["evt_message"] for r in session_rows(ddb, table, session)] == [expected]
     assert exported_messages(otlp) == [expected]
+    logged = [
+        e for e in log_events(log_records.get_finished_logs()) if e["attributes"]["his.session_id"] == session
+    ]
+    assert [e["attributes"]["his.evt_message"] for e in logged] == [expected]
+    assert "4111-1111" not in repr(logged)
 
 
 def test_every_row_fits_whatever_its_fields(ddb: Any, table: str) -> None:
