@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_kit import milestone_spans
+from bridge_kit import milestone_spans, proxied_client
+from live_kit import gated_run
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from binaries import Jaeger, collector, jaeger
+from fault_proxy import FaultProxy
 from helpers import his_otel, new_session, wait_for
 from his_otel.bridge import Bridge
 from his_otel.read import session_rows
@@ -222,6 +224,13 @@ def test_each_shipped_collector_config_carries_a_hisagent_trace_to_jaeger_and_th
             assert 0 < sum(b.stats.spans for b in fleet) < sent
         else:
             wait_for(lambda: sum(b.stats.spans for b in fleet) == sent, timeout_s=30)
+        # Both copies of every milestone reached a bridge, and each cost one DynamoDB write: the
+        # first copy's put; the other found the row in its bridge's memory (so, scaled out, the
+        # load balancer sent a trace's log records where it sent its spans).
+        milestones = sum(len(session_rows(ddb, in_process, s)) for s in sessions)
+        wait_for(lambda: sum(b.stats.rows_seen for b in fleet) == milestones, timeout_s=30)
+        assert sum(b.stats.rows_written for b in fleet) == milestones
+        assert sum(b.stats.rows_existing for b in fleet) == 0
         if "scale-out" in config:
             # Three traces all go to one of two bridges one time in four: 24 more, one span each,
             # make "both bridges write" certain in practice (all on one: 2 in 2**27).
@@ -232,6 +241,33 @@ def test_each_shipped_collector_config_carries_a_hisagent_trace_to_jaeger_and_th
             for session in extra:
                 wait_for(lambda s=session: len(session_rows(ddb, via_bridge, s)) == 2, timeout_s=60)
             assert all(b.stats.rows_written > 0 for b in fleet), [b.stats for b in fleet]
+
+
+def test_through_the_shipped_config_rows_reach_the_table_while_the_invocation_runs_one_write_each(
+    moto_endpoint: str, ddb: Any, new_table: Any, real_jaeger: Jaeger, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """An agent exporting only OTLP to the collector running ``collector/config.yaml``: every row is
+    in the bridge's table while the invocation is still open, and DynamoDB receives one put per
+    milestone (counted at a proxy in front of it), though both copies of each reach the bridge."""
+    in_process, via_bridge = new_table(), new_table()
+    bridge = Bridge(via_bridge, port=0, grpc_port=0, token=TOKEN, client=proxied_client(proxy)).start()
+    col = Collector("config.yaml")
+    session = new_session()
+    hosts = {"jaeger:4317": real_jaeger.otlp_grpc, "http://his-bridge:4319": bridge.url}
+    try:
+        with col.run(hosts, tmp_path):
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.http}"}
+            env["OTEL_SERVICE_NAME"] = SERVICE
+            expected = gated_run(ddb, in_process, via_bridge, session, env, tmp_path, steps=3)
+            wait_for(lambda: bridge.stats.rows_seen == len(expected), timeout_s=60)
+    finally:
+        bridge.shutdown(timeout_s=5)
+    assert session_rows(ddb, via_bridge, session) == expected
+    puts = {key: n for key, n in proxy.counters.puts.items() if key[0] == via_bridge}
+    assert len(puts) == len(expected) and set(puts.values()) == {1}  # 1.0 writes per milestone
+    trace_ids = {r["trace_id"] for r in expected}
+    assert len(trace_ids) == 1
+    assert_trace_tells_the_rows(real_jaeger, trace_ids.pop(), session, expected)
 
 
 def test_the_bridge_down_for_a_while_loses_no_row(

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..schema import Milestone
 from ..write.dynamodb import ADVICE, THROTTLE_CODES
-from ..write.exporter import DynamoDBSpanExporter
+from ..write.exporter import DynamoDBSpanExporter, ExportOutcome
 from ..write.throttled_log import ThrottledLog
 from .decode import Received
 
@@ -76,28 +76,65 @@ class BridgeStats:
 
 
 class Seen:
-    """The keys of the latest rows this bridge wrote (or found written), bounded: a milestone's
-    second copy (its span event, after its log event; a retry) then costs no DynamoDB write at all,
-    where a conditional put that finds the row would still consume a write unit."""
+    """The keys of the latest rows this bridge wrote (or found written), bounded, and of those its
+    requests are writing now. A milestone's second copy (its span event after its log event, the two
+    arriving at once, a retry) then costs no DynamoDB write at all, where a conditional put that
+    finds the row would still consume a write unit."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._pending: dict[tuple[str, str], threading.Event] = {}
         self._lock = threading.Lock()
 
-    def known(self, m: Milestone) -> bool:
+    def claim(
+        self, milestones: list[Milestone]
+    ) -> tuple[list[Milestone], list[tuple[Milestone, threading.Event]], int]:
+        """Split ``milestones`` into those to write now (claimed), those another request is writing
+        (with what to wait on), and a count of those written already."""
+        if self._limit <= 0:
+            return milestones, [], 0
+        mine: list[Milestone] = []
+        theirs: list[tuple[Milestone, threading.Event]] = []
+        known = 0
         with self._lock:
-            return (m.session_id, m.event_id) in self._keys
+            for m in milestones:
+                key = (m.session_id, m.event_id)
+                pending = self._pending.get(key)
+                if key in self._keys:
+                    known += 1
+                elif pending is not None:
+                    theirs.append((m, pending))
+                else:
+                    self._pending[key] = threading.Event()
+                    mine.append(m)
+        return mine, theirs, known
 
-    def add(self, milestones: list[Milestone]) -> None:
+    def settle(self, claimed: list[Milestone], failed: set[int]) -> None:
+        """The claimed milestones were written, except those whose ``id()`` is in ``failed``."""
         if self._limit <= 0:
             return
         with self._lock:
-            for m in milestones:
-                self._keys[(m.session_id, m.event_id)] = None
-                self._keys.move_to_end((m.session_id, m.event_id))
+            for m in claimed:
+                key = (m.session_id, m.event_id)
+                if id(m) not in failed:
+                    self._keys[key] = None
+                    self._keys.move_to_end(key)
+                done = self._pending.pop(key, None)
+                if done is not None:
+                    done.set()
             while len(self._keys) > self._limit:
                 self._keys.popitem(last=False)
+
+    def after(self, theirs: list[tuple[Milestone, threading.Event]], deadline: float) -> list[Milestone]:
+        """Wait (until ``deadline``) for the other requests; the milestones they did not write."""
+        left = []
+        for m, done in theirs:
+            done.wait(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                if (m.session_id, m.event_id) not in self._keys:
+                    left.append(m)
+        return left
 
 
 class Ingest:
@@ -136,18 +173,12 @@ class Ingest:
                 "malformed", "events=<%d>, cause=<%r> | his.milestone events rejected", n, cause
             )
         milestones: list[Milestone] = []
-        seen = 0
         for index, found in enumerate(received.units):
             for m in found:
-                if self._seen.known(m):
-                    seen += 1
-                    continue
                 unit_of[id(m)] = index
                 milestones.append(m)
-        outcome = self.exporter.export_milestones(milestones, timeout_s=self._write_timeout_s)
+        outcome, seen = self._write(milestones)
         refused = {unit_of[id(m)] for m in outcome.rejected_milestones}
-        settled = {id(m) for m in outcome.unwritten} | {id(m) for m in outcome.rejected_milestones}
-        self._seen.add([m for m in milestones if id(m) not in settled])
         rejected = len(bad_units | refused)
         traces = received.signal == "traces"
         self.count(
@@ -192,6 +223,26 @@ class Ingest:
                 f" never become rows ({why}); see the bridge's log"
             )
         return Verdict(Answer.WRITTEN, rejected, message)
+
+    def _write(self, milestones: list[Milestone]) -> tuple[ExportOutcome, int]:
+        """Write what no request of this bridge wrote or is writing; then wait for those another
+        request is writing, and write what it did not. Returns the outcome and how many needed no
+        write."""
+        deadline = time.monotonic() + self._write_timeout_s
+        mine, theirs, seen = self._seen.claim(milestones)
+        outcome = self._export(mine, deadline)
+        if theirs:
+            left = self._seen.after(theirs, deadline)
+            seen += len(theirs) - len(left)
+            outcome.add(self._export(left, deadline))
+        return outcome, seen
+
+    def _export(self, milestones: list[Milestone], deadline: float) -> ExportOutcome:
+        if not milestones:
+            return ExportOutcome()
+        outcome = self.exporter.export_milestones(milestones, timeout_s=max(0.0, deadline - time.monotonic()))
+        self._seen.settle(milestones, {id(m) for m in (*outcome.unwritten, *outcome.rejected_milestones)})
+        return outcome
 
     def readiness(self) -> tuple[bool, str]:
         """Whether a write would land now, and if not, why (never the table's name).

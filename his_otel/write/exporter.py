@@ -72,6 +72,16 @@ class ExportOutcome:
     def rejected(self) -> int:
         return self.rejected_causes.total()
 
+    def add(self, other: ExportOutcome) -> None:
+        """Fold in the outcome of another group (a later write of the same request)."""
+        self.written += other.written
+        self.rejected_causes.update(other.rejected_causes)
+        self.rejected_milestones.extend(other.rejected_milestones)
+        self.unwritten.extend(other.unwritten)
+        self.cause = self.cause or other.cause
+        self.throttled += other.throttled
+        self.existing += other.existing
+
 
 def milestones_of(span: ReadableSpan, events: Sequence[Event] | None = None) -> tuple[list[Milestone], int]:
     """The milestones recorded as events of ``span`` (or those of ``events``), and how many of its his
