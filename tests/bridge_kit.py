@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -153,3 +155,29 @@ def bridge_for(moto_endpoint: str) -> Iterator[Any]:
     yield start
     for b in started:
         b.shutdown(timeout_s=5)
+
+
+def milestone_logs_body(session: str, n: int, **resource: str) -> bytes:
+    """An OTLP logs request of ``n`` ``his.milestone`` log events of ``session`` (one trace) from a
+    resource with ``resource`` attributes, as protobuf."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    for key, value in resource.items():
+        kv = resource_logs.resource.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    scope_logs = resource_logs.scope_logs.add()
+    trace_id = uuid.uuid4().bytes
+    for i in range(n):
+        record = scope_logs.log_records.add()
+        record.time_unix_nano = time.time_ns()
+        record.event_name = "his.milestone"
+        record.trace_id, record.span_id = trace_id, uuid.uuid4().bytes[:8]
+        for key, value in {
+            "his.session_id": session, "his.event_id": f"{session}-{i:04d}",
+            "his.evt_type": "PROGRESS", "his.evt_message": "m", "his.agent_id": "a",
+        }.items():  # fmt: skip
+            kv = record.attributes.add()
+            kv.key, kv.value.string_value = key, value
+    return request.SerializeToString()
