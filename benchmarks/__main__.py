@@ -19,7 +19,7 @@ from importlib.metadata import version
 from benchmarks.common import ENV_LATENCY_MS, Moto, Row, render
 from benchmarks.distance import Link
 
-BENCHMARKS = ["agent_thread", "throughput", "freshness", "overhead", "outage", "bridge"]
+BENCHMARKS = ["agent_thread", "throughput", "freshness", "overhead", "outage", "bridge", "collector_path"]
 AT_A_DISTANCE = {"throughput", "freshness"}
 
 

@@ -125,6 +125,12 @@ def run_demo(
                 first = traces[0] if traces else ""
                 out.write(f"trace sent over OTLP to {target} ({sent} spans);")
                 out.write(f" in Jaeger: http://localhost:16686/trace/{first}\n")
+        if handle.logs is not None:
+            sent, failed = handle.otlp_log_delivery()
+            if failed or not sent:
+                out.write(f"milestone log events NOT sent over OTLP: {failed} records failed\n")
+            else:
+                out.write(f"milestone log events sent over OTLP as they happened ({sent} records)\n")
         if stack_has_local:
             out.write("(the embedded DynamoDB stops with the demo; pass --endpoint to keep the rows)\n")
         else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -16,25 +15,15 @@ import pytest
 import yaml
 
 from helpers import wait_listening
+from his_otel.testing import otel_binaries
 from his_otel.testing.local_dynamodb import free_port
+from his_otel.testing.otel_binaries import ENV
 
-SHARED = Path(os.environ.get("HIS_OTEL_SHARED") or Path(__file__).resolve().parents[2] / "shared")
-CACHE = Path(os.environ.get("HIS_OTEL_BIN_CACHE") or Path.home() / ".cache" / "his-otel-bin")
-# Your own builds: e.g. HIS_OTEL_OTELCOL=/usr/local/bin/otelcol-contrib.
-ENV = {"otelcol-his": "HIS_OTEL_OTELCOL", "jaeger": "HIS_OTEL_JAEGER"}
+SHARED = otel_binaries.shared_beside(Path(__file__).resolve().parents[1])
 
 
 def find(name: str) -> Path | None:
-    override = os.environ.get(ENV[name])
-    if override:
-        return Path(override) if Path(override).exists() else None
-    unpack = SHARED / "bin" / "unpack"
-    if not (SHARED / "bin" / f"{name}.xz").exists():
-        return None
-    target = CACHE / name
-    if not target.exists():
-        subprocess.run([sys.executable, str(unpack), str(CACHE)], check=True, capture_output=True)
-    return target if target.exists() else None
+    return otel_binaries.find(name, SHARED)
 
 
 def require(name: str) -> Path:
