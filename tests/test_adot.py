@@ -38,14 +38,18 @@ agent = HISAgent(TABLE, SESSION, model=model, tools=[lookup])
 agent("go")
 handle = his_otel.current_handle()
 provider = trace.get_tracer_provider()
+from opentelemetry import _logs
+logger_provider = _logs.get_logger_provider()
 processors = provider._active_span_processor._span_processors  # the SDK keeps them privately
 print(json.dumps({
     "provider": type(provider).__module__ + "." + type(provider).__name__,
     "his_otel_installed_it": handle.installed_provider,
     "attached_to_the_global_one": handle.provider is provider,
     "his_processors": sum(isinstance(p, HISSpanProcessor) for p in processors),
-    "flushed": handle.force_flush(10_000),
+    "flushed": handle.force_flush(10_000) and logger_provider.force_flush(10_000),
     "dropped": handle.stats().dropped,
+    "logger_provider": type(logger_provider).__module__ + "." + type(logger_provider).__name__,
+    "his_otel_installed_logs": handle.logs is not None,
 }))
 """
 
@@ -60,6 +64,16 @@ def spans_of(path: Path) -> list[dict[str, Any]]:
     return spans
 
 
+def records_of(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            for rl in json.loads(line)["resourceLogs"]:
+                for sl in rl["scopeLogs"]:
+                    records.extend(sl["logRecords"])
+    return records
+
+
 def test_a_his_agent_under_adot_attaches_to_adots_provider_and_writes_every_row(
     ddb: Any, table: str, tmp_path: Path
 ) -> None:
@@ -67,10 +81,16 @@ def test_a_his_agent_under_adot_attaches_to_adots_provider_and_writes_every_row(
     port = free_port()
     config = {
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{port}"}}}},
-        "exporters": {"file": {"path": str(tmp_path / "spans.json")}},
+        "exporters": {
+            "file": {"path": str(tmp_path / "spans.json")},
+            "file/logs": {"path": str(tmp_path / "logs.json")},
+        },
         "service": {
             "telemetry": {"metrics": {"level": "none"}},
-            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+            "pipelines": {
+                "traces": {"receivers": ["otlp"], "exporters": ["file"]},
+                "logs": {"receivers": ["otlp"], "exporters": ["file/logs"]},
+            },
         },
     }
     session = new_session()
@@ -82,7 +102,11 @@ def test_a_his_agent_under_adot_attaches_to_adots_provider_and_writes_every_row(
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces",
         "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
+        # ADOT sets up a LoggerProvider only with its logging instrumentation on (AgentCore's agent
+        # observability mode turns it on): the milestones' log copies then go where its logs go.
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://127.0.0.1:{port}/v1/logs",
         "OTEL_SERVICE_NAME": "his-otel-adot-test",
     }
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -102,6 +126,8 @@ def test_a_his_agent_under_adot_attaches_to_adots_provider_and_writes_every_row(
             "his_processors": 1,
             "flushed": True,
             "dropped": 0,
+            "logger_provider": "opentelemetry.sdk._logs._internal.LoggerProvider",
+            "his_otel_installed_logs": False,
         }
         exported = tmp_path / "spans.json"
 
@@ -125,3 +151,17 @@ def test_a_his_agent_under_adot_attaches_to_adots_provider_and_writes_every_row(
     # his-otel's own BatchWriteItem calls are not traced, though ADOT instruments botocore.
     assert not [s["name"] for s in spans if "DynamoDB" in s["name"] or "BatchWriteItem" in s["name"]]
     assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr
+    # The log copies went through ADOT's LoggerProvider, untouched: the event name, every his.*
+    # attribute as emitted (ADOT's gen_ai handling moves only gen_ai.* names), the span's ids.
+    logged = [r for r in wait_for(lambda: records_of(tmp_path / "logs.json"), timeout_s=30)
+              if r.get("eventName") == "his.milestone"]  # fmt: skip
+    by_id = {
+        a["value"]["stringValue"]: r for r in logged for a in r["attributes"] if a["key"] == "his.event_id"
+    }
+    assert set(by_id) == {r["event_id"] for r in rows}
+    for row in rows:
+        record = by_id[row["event_id"]]
+        attrs = {a["key"]: next(iter(a["value"].values())) for a in record["attributes"]}
+        assert attrs["his.evt_type"] == row["evt_type"] and attrs["his.session_id"] == session
+        assert attrs["his.evt_message"] == row["evt_message"] and attrs["his.span_name"] == row["span_name"]
+        assert record["traceId"] == row["trace_id"] and record["spanId"] == row["span_id"]

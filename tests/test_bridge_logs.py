@@ -118,7 +118,9 @@ def test_json_and_chunked_log_bodies_land(
 def _record(request: ExportLogsServiceRequest, event_name: str = "", **attributes: str) -> None:
     record = request.resource_logs[0].scope_logs[0].log_records.add()
     record.time_unix_nano = 1_790_000_000_000_000_000
-    record.event_name = event_name
+    if event_name:
+        # Field 12, event_name, as a sender writes it; opentelemetry-proto before 1.35 lacks the field.
+        record.MergeFromString(b"\x62" + bytes([len(event_name)]) + event_name.encode())
     for key, value in attributes.items():
         kv = record.attributes.add()
         kv.key, kv.value.string_value = key, value

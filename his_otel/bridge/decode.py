@@ -200,10 +200,29 @@ def trace_milestones(request: ExportTraceServiceRequest) -> Received:
     return received
 
 
+# LogRecord.event_name is field 12 of OTLP's logs proto (1.5); opentelemetry-proto before 1.35 does
+# not know it, so there it is read from the record's unknown fields.
+_EVENT_NAME_FIELD = 12
+_KNOWS_EVENT_NAME = "event_name" in LogRecord.DESCRIPTOR.fields_by_name
+
+
+def _event_name(record: LogRecord) -> str:
+    if _KNOWS_EVENT_NAME:
+        return str(record.event_name)
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    fields = UnknownFieldSet(record)
+    for index in range(len(fields)):
+        unknown = fields[index]
+        if unknown.field_number == _EVENT_NAME_FIELD and isinstance(unknown.data, bytes):
+            return unknown.data.decode("utf-8", "replace")
+    return ""
+
+
 def _is_milestone(record: LogRecord) -> bool:
     """A ``his.milestone`` log event: by its event name, or (SDKs before LogRecord had one) by the
     ``event.name`` attribute."""
-    if getattr(record, "event_name", "") == EVENT_NAME:
+    if _event_name(record) == EVENT_NAME:
         return True
     return any(kv.key == ATTR_EVENT_NAME and kv.value.string_value == EVENT_NAME for kv in record.attributes)
 
