@@ -65,7 +65,8 @@ def install_logs() -> tuple[Any, EncodingLogExporter]:
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     exporter = EncodingLogExporter()
-    processor = BatchLogRecordProcessor(exporter, schedule_delay_millis=200)  # type: ignore[arg-type]
+    # As configure() installs it: a 200 ms delay, a queue that holds a burst.
+    processor = BatchLogRecordProcessor(exporter, schedule_delay_millis=200, max_queue_size=100_000)  # type: ignore[arg-type]
     provider = LoggerProvider()
     provider.add_log_record_processor(processor)
     _logs.set_logger_provider(provider)

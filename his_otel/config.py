@@ -44,6 +44,7 @@ ENV_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
 ENV_OTLP_LOGS_PROTOCOL = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
 ENV_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
 ENV_BLRP_SCHEDULE_DELAY = "OTEL_BLRP_SCHEDULE_DELAY"
+ENV_BLRP_MAX_QUEUE_SIZE = "OTEL_BLRP_MAX_QUEUE_SIZE"
 
 DEFAULT_MAX_QUEUE_SIZE = 100_000
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
@@ -65,6 +66,9 @@ DEFAULT_COPIES = "both"
 # The batch delay of the LoggerProvider configure() installs, unless OTEL_BLRP_SCHEDULE_DELAY says:
 # the SDK's 1 s default is most of a row's way through a collector.
 DEFAULT_LOG_SCHEDULE_DELAY_MS = 200
+# ... and its queue, unless OTEL_BLRP_MAX_QUEUE_SIZE says: the SDK's 2,048 drops a burst of milestones
+# (the SDK logs each drop; the in-process rows are not affected).
+DEFAULT_LOG_QUEUE_SIZE = 32_768
 
 
 def _arg_name(env: str) -> str:

@@ -215,7 +215,8 @@ def _install_logs(resource: Resource, otlp: bool | None) -> InstalledLogs | None
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
     tally = _CountedLogs(OTLPLogExporter())
     delay = None if os.environ.get(config.ENV_BLRP_SCHEDULE_DELAY) else config.DEFAULT_LOG_SCHEDULE_DELAY_MS
-    processor = BatchLogRecordProcessor(tally, schedule_delay_millis=delay)  # type: ignore[arg-type]
+    queue = None if os.environ.get(config.ENV_BLRP_MAX_QUEUE_SIZE) else config.DEFAULT_LOG_QUEUE_SIZE
+    processor = BatchLogRecordProcessor(tally, schedule_delay_millis=delay, max_queue_size=queue)  # type: ignore[arg-type]
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_log_record_processor(processor)
     _logs.set_logger_provider(provider)

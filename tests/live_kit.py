@@ -5,6 +5,7 @@ arrive at span end is never seen in time, whatever the machine's speed."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,23 +14,13 @@ from typing import Any
 from helpers import wait_for
 from his_otel.read import session_rows
 
-# The application's own providers, as the README's "Your own providers" section sets them up.
-OWN_PROVIDERS = """
-from opentelemetry import _logs, trace
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-tracer_provider = TracerProvider()
-tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-trace.set_tracer_provider(tracer_provider)
-logger_provider = LoggerProvider()
-logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
-_logs.set_logger_provider(logger_provider)
-"""
+# The application's own providers, exactly as the README's "Live through a collector" sets them up.
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+(OWN_PROVIDERS,) = [
+    code
+    for code in re.findall(r"^```python\n(.*?)^```", README, flags=re.M | re.S)
+    if "add_log_record_processor" in code
+]
 
 GATED_RUN = """
 import os, pathlib, time

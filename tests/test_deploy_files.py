@@ -79,20 +79,27 @@ def test_pipelines_use_exactly_the_defined_components(config_path: Path) -> None
     config = load(config_path)
     used: dict[str, set[str]] = {kind: set() for kind in KINDS}
     for name, pipeline in config["service"]["pipelines"].items():
-        assert name.split("/", 1)[0] == "traces"
+        assert name.split("/", 1)[0] in ("traces", "logs")
         for kind in ("receivers", "processors", "exporters"):
             used[kind].update(pipeline.get(kind, []))
         assert pipeline["processors"][0] == "memory_limiter", "memory_limiter must come first"
-        assert pipeline["processors"][-1] == "batch", "batch must come last"
+        assert component_type(pipeline["processors"][-1]) == "batch", "batch must come last"
     used["extensions"] = set(config["service"].get("extensions", []))
     for kind in ("receivers", "processors", "exporters", "extensions"):
         assert used[kind] == set(config.get(kind) or {}), f"{config_path.name}: {kind} defined vs used"
 
 
-def test_main_config_sends_every_trace_to_jaeger_the_bridge_and_debug() -> None:
+def test_main_config_sends_every_trace_to_jaeger_the_bridge_and_debug_and_the_live_copies_to_the_bridge() -> (
+    None
+):
     config = load(ROOT / "collector" / "config.yaml")
-    (pipeline,) = config["service"]["pipelines"].values()
-    assert set(pipeline["exporters"]) == {"otlp_grpc/jaeger", "otlp_http/his-bridge", "debug"}
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "logs"}
+    assert set(pipelines["traces"]["exporters"]) == {"otlp_grpc/jaeger", "otlp_http/his-bridge", "debug"}
+    # Only his.milestone log events reach the bridge, batched briefly: the live copies.
+    assert pipelines["logs"]["exporters"] == ["otlp_http/his-bridge"]
+    assert pipelines["logs"]["processors"] == ["memory_limiter", "filter/his-logs", "batch/live"]
+    assert config["processors"]["batch/live"]["timeout"] == "200ms"
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
     assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     bridge = config["exporters"]["otlp_http/his-bridge"]
@@ -128,7 +135,11 @@ def test_collector_endpoints_point_at_compose_services(config_path: Path, compos
         assert port == int(_flag(services[host]["command"], "--port"))
     else:  # scale-out: copies of the his-bridge service, on its gRPC port
         balancer = config["exporters"]["load_balancing/his-bridges"]
-        assert balancer["routing_key"] == "traceID"
+        # The live copies, by resource: the collector cannot route log records with their spans.
+        assert balancer["routing_key"] == "resource"
+        pipelines = config["service"]["pipelines"]
+        assert pipelines["logs"]["exporters"] == ["load_balancing/his-bridges"]
+        assert "load_balancing/his-bridges" not in pipelines["traces"]["exporters"]
         assert balancer["protocol"]["otlp"]["retry_on_failure"]["max_elapsed_time"] == 0
         for target in balancer["resolver"]["static"]["hostnames"]:
             host, port = _service_and_port(target)
