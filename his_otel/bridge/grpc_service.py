@@ -5,12 +5,20 @@ Status codes as OTLP specifies: retryable failures are UNAVAILABLE (DynamoDB dow
 the bridge busy or stopping) or RESOURCE_EXHAUSTED (DynamoDB throttling), both with a RetryInfo
 delay, which the collector needs to retry RESOURCE_EXHAUSTED at all; INVALID_ARGUMENT is never
 retried; UNAUTHENTICATED for a missing or wrong token; partial success in the response.
+
+The handler is registered as request-streaming, though senders make plain unary calls (the two
+are the same on the wire): grpcio then runs it when the call starts, before the message arrives, so
+the token is checked from the call's metadata and a call without it ends before its message is read;
+a place among the bodies in transit is taken (or "busy", UNAVAILABLE with a delay, is answered);
+and the message must arrive within the body deadline. grpcio's own call cap answers
+RESOURCE_EXHAUSTED, which a collector drops as permanent: it is only a backstop, far above these.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -24,7 +32,7 @@ from ..write.throttled_log import ThrottledLog
 from .auth import TokenCheck
 from .decode import SIGNALS, BadRequestError, Signal
 from .ingest import RETRY_AFTER_S, Answer, Ingest
-from .limits import Limits, Slots
+from .limits import Limits, Readers, Slots
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +55,20 @@ class ExportService:
     a request its deserializer cannot parse with UNKNOWN, where OTLP wants INVALID_ARGUMENT."""
 
     def __init__(
-        self, signal: Signal, ingest: Ingest, slots: Slots, token: TokenCheck, is_stopping: Any
+        self,
+        signal: Signal,
+        ingest: Ingest,
+        limits: Limits,
+        slots: Slots,
+        readers: Readers,
+        token: TokenCheck,
+        is_stopping: Any,
     ) -> None:
         self._signal = signal
         self._ingest = ingest
+        self._limits = limits
         self._slots = slots
+        self._readers = readers
         self._token = token
         self._is_stopping = is_stopping
         self._log = ThrottledLog(logger)
@@ -62,7 +79,9 @@ class ExportService:
         self._ingest.count(retry_requests=1)
         await context.abort(code, message, trailing_metadata=_retry_trailers(code, message, delay_s))
 
-    async def export(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def export(
+        self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
         authorization = metadata.get("authorization")
         if not self._token.allows(authorization if isinstance(authorization, str) else None):
@@ -71,6 +90,22 @@ class ExportService:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         if self._is_stopping():
             await self._retry(context, grpc.StatusCode.UNAVAILABLE, "bridge shutting down", RETRY_AFTER_S)
+        peer = _peer_host(context.peer())
+        if not self._readers.take(peer):
+            await self._retry(context, grpc.StatusCode.UNAVAILABLE, "bridge busy", 1)
+        try:
+            body = await asyncio.wait_for(anext(messages), self._limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            self._ingest.count(rejected_requests=1)
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"message not received within {self._limits.body_timeout_s:g}s",
+            )
+        except StopAsyncIteration:
+            self._ingest.count(rejected_requests=1)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        finally:
+            self._readers.give(peer)
         try:
             received = self._signal.from_grpc(body)
         except BadRequestError as e:
@@ -97,6 +132,12 @@ class ExportService:
         return self._signal.answer(verdict.rejected, verdict.message)
 
 
+def _peer_host(peer: str) -> str:
+    """The address part of grpcio's peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
+    address = peer.split(":", 1)[-1]
+    return address.rsplit(":", 1)[0] if address.count(":") else address
+
+
 def grpc_options(limits: Limits, *, reuse_port: bool) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", limits.max_body_bytes),
@@ -114,6 +155,7 @@ async def start_grpc(
     ingest: Ingest,
     limits: Limits,
     slots: Slots,
+    readers: Readers,
     token: TokenCheck,
     is_stopping: Any,
     *,
@@ -122,12 +164,13 @@ async def start_grpc(
     """Serve OTLP's trace and logs services on ``host:port`` (0: a free port); returns the server and
     its port."""
     server = grpc.aio.server(
-        options=grpc_options(limits, reuse_port=reuse_port), maximum_concurrent_rpcs=limits.max_connections
+        options=grpc_options(limits, reuse_port=reuse_port),
+        maximum_concurrent_rpcs=4 * limits.max_connections,  # a backstop: see the module
     )
     handlers = []
     for signal in SIGNALS:
-        service = ExportService(signal, ingest, slots, token, is_stopping)
-        export: grpc.RpcMethodHandler[bytes, Message] = grpc.unary_unary_rpc_method_handler(
+        service = ExportService(signal, ingest, limits, slots, readers, token, is_stopping)
+        export: grpc.RpcMethodHandler[bytes, Message] = grpc.stream_unary_rpc_method_handler(
             service.export, response_serializer=lambda m: m.SerializeToString()
         )
         handlers.append(grpc.method_handlers_generic_handler(signal.service, {"Export": export}))

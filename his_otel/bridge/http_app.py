@@ -32,7 +32,7 @@ from .decode import (
     decompress,
 )
 from .ingest import RETRY_AFTER_S, Answer, Ingest
-from .limits import Limits, Slots
+from .limits import Limits, Readers, Slots
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class OTLPHttpApp:
         ingest: Ingest,
         limits: Limits,
         slots: Slots,
+        readers: Readers,
         token: TokenCheck,
         *,
         on_startup: Callable[[], Awaitable[None]] | None = None,
@@ -79,6 +80,7 @@ class OTLPHttpApp:
         self.ingest = ingest
         self.limits = limits
         self.slots = slots
+        self.readers = readers
         self.token = token
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
@@ -121,7 +123,8 @@ class OTLPHttpApp:
             if signal is not None:
                 if method != "POST":
                     raise _ReplyError(405, f"{path} takes POST", close=True)
-                await self._export(signal, headers, receive, send, as_json)
+                peer = str((scope.get("client") or ("",))[0])
+                await self._export(signal, headers, receive, send, as_json, peer)
             elif method in ("GET", "HEAD") and path in LIVE_PATHS:
                 # Liveness says only that the process answers: it names nothing a stranger could use.
                 await _send_json(send, 200, {"status": "ok"})
@@ -152,7 +155,7 @@ class OTLPHttpApp:
             logger.debug("sender disconnected mid-body")
 
     async def _export(
-        self, signal: Signal, headers: dict[str, str], receive: Receive, send: Send, as_json: bool
+        self, signal: Signal, headers: dict[str, str], receive: Receive, send: Send, as_json: bool, peer: str
     ) -> None:
         if self.stopping:
             raise _ReplyError(503, "bridge shutting down", retry_after=RETRY_AFTER_S, close=True)
@@ -161,7 +164,7 @@ class OTLPHttpApp:
         content_type = headers.get("content-type", "")
         if content_type.split(";", 1)[0].strip().lower() not in (JSON, PROTOBUF):
             raise _ReplyError(
-                415, f"unsupported Content-Type {content_type!r}; use {PROTOBUF} or {JSON}", close=True
+                415, f"unsupported Content-Type {content_type[:100]!r}; use {PROTOBUF} or {JSON}", close=True
             )
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
@@ -170,16 +173,25 @@ class OTLPHttpApp:
                 f"body of {declared} bytes is over the {self.limits.max_body_bytes}-byte limit",
                 close=True,
             )
-        # The slot is taken before the body is read: a slow or huge body waits for nobody's memory.
-        if not self.slots.take():
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # RFC 9112 6.1: a proxy that went by the other header would see another request here.
+            raise _ReplyError(400, "both Content-Length and Transfer-Encoding", close=True)
+        # A place among the bodies in transit, in all and for this peer, before the body is read: a
+        # slow body holds only its own place, and their memory is bounded.
+        if not self.readers.take(peer):
             raise _ReplyError(503, "bridge busy", retry_after=1, close=True)
         try:
-            try:
-                body = await asyncio.wait_for(self._read_body(receive), self.limits.body_timeout_s)
-            except asyncio.TimeoutError:
-                raise _ReplyError(
-                    408, f"body not received within {self.limits.body_timeout_s:g}s", close=True
-                ) from None
+            body = await asyncio.wait_for(self._read_body(receive), self.limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise _ReplyError(
+                408, f"body not received within {self.limits.body_timeout_s:g}s", close=True
+            ) from None
+        finally:
+            self.readers.give(peer)
+        # A slot to decode and write: only whole bodies wait for one.
+        if not self.slots.take():
+            raise _ReplyError(503, "bridge busy", retry_after=1)
+        try:
             loop = asyncio.get_running_loop()
             try:
                 status, payload = await loop.run_in_executor(

@@ -30,9 +30,10 @@ from .. import config
 from ..write.exporter import DynamoDBSpanExporter, MessageFilter
 from .auth import TokenCheck, check_bind, resolve_token
 from .grpc_service import start_grpc
+from .guard import GuardedH11Protocol
 from .http_app import OTLPHttpApp
 from .ingest import BridgeStats, Ingest
-from .limits import Limits, Slots
+from .limits import Limits, Readers, Slots
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class Bridge:
         token, token_file: Require ``Authorization: Bearer <token>`` on both protocols
             (``HIS_OTEL_BRIDGE_TOKEN``, ``HIS_OTEL_BRIDGE_TOKEN_FILE``). Without one, only a loopback
             address is allowed unless ``allow_unauthenticated`` (``HIS_OTEL_BRIDGE_ALLOW_UNAUTHENTICATED``).
-        max_body_bytes, max_concurrency, max_connections, body_timeout_millis, write_timeout_millis:
-            see :class:`~his_otel.bridge.limits.Limits`.
+        max_body_bytes, max_concurrency, max_connections, body_timeout_millis, write_timeout_millis,
+        header_timeout_millis, max_connections_per_peer: see :class:`~his_otel.bridge.limits.Limits`.
         append_only: Never replace an existing row (``HIS_OTEL_BRIDGE_APPEND_ONLY``, on). Off uses
             BatchWriteItem, faster, but a sender can then rewrite any row.
         puts_in_flight: Conditional puts at once (``HIS_OTEL_BRIDGE_PUTS_IN_FLIGHT``, 16).
@@ -111,6 +112,8 @@ class Bridge:
         max_connections: int | None = None,
         body_timeout_millis: int | None = None,
         write_timeout_millis: int | None = None,
+        header_timeout_millis: int | None = None,
+        max_connections_per_peer: int | None = None,
         append_only: bool | None = None,
         puts_in_flight: int | None = None,
         client: Any = None,
@@ -133,7 +136,13 @@ class Bridge:
         secret = resolve_token(token, token_file)
         check_bind(self._host, secret, allow_unauthenticated)
         self.limits = Limits.resolve(
-            max_body_bytes, max_concurrency, max_connections, body_timeout_millis, write_timeout_millis
+            max_body_bytes,
+            max_concurrency,
+            max_connections,
+            body_timeout_millis,
+            write_timeout_millis,
+            header_timeout_millis,
+            max_connections_per_peer,
         )
         self.exporter = DynamoDBSpanExporter(
             table,
@@ -146,12 +155,14 @@ class Bridge:
         )
         self.ingest = Ingest(self.exporter, self.limits.write_timeout_s)
         self._slots = Slots(self.limits)
+        self._readers = Readers(self.limits)
         self._token = TokenCheck(secret)
         self._reuse_port = reuse_port
         self.app = OTLPHttpApp(
             self.ingest,
             self.limits,
             self._slots,
+            self._readers,
             self._token,
             on_startup=self._startup,
             on_shutdown=self._on_shutdown,
@@ -202,12 +213,13 @@ class Bridge:
 
     # -- serving ---------------------------------------------------------------------------------
     def uvicorn_config(self, app: Any = None, **overrides: Any) -> uvicorn.Config:
-        return uvicorn.Config(
+        cfg = uvicorn.Config(
             app if app is not None else self.app,
             host=self._host,
             port=self._port,
             lifespan="on",
             loop="asyncio",  # grpcio's asyncio server needs the standard loop
+            http=GuardedH11Protocol,  # h11, with a header deadline and a per-peer cap
             log_config=None,  # a library does not configure logging; the CLI does
             access_log=False,
             limit_concurrency=self.limits.max_connections,
@@ -215,6 +227,10 @@ class Bridge:
             timeout_graceful_shutdown=math.ceil(self._drain_s),
             **overrides,
         )
+        # Read by GuardedH11Protocol in every worker process (the config travels to them).
+        cfg.his_otel_header_timeout_s = self.limits.header_timeout_s  # type: ignore[attr-defined]
+        cfg.his_otel_max_per_peer = self.limits.max_per_peer  # type: ignore[attr-defined]
+        return cfg
 
     def bind(self) -> None:
         """Listen for HTTP now (so ``address`` is known); serving starts with :meth:`start`."""
@@ -271,6 +287,7 @@ class Bridge:
                 self.ingest,
                 self.limits,
                 self._slots,
+                self._readers,
                 self._token,
                 lambda: self.app.stopping,
                 reuse_port=self._reuse_port,
