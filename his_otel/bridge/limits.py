@@ -33,7 +33,7 @@ class Limits:
     """Largest request, compressed and decompressed (HTTP 413; gRPC RESOURCE_EXHAUSTED from grpcio)."""
     max_concurrency: int
     """Requests decoded and written at once; more are told to retry. Bodies in transit are capped
-    apart: 4x this in all, a quarter of that per peer address."""
+    apart: 4x this in all, half of that per peer address."""
     max_connections: int
     """Open HTTP connections (uvicorn answers 503 beyond) and gRPC calls in progress (grpcio's cap)."""
     body_timeout_s: float
@@ -83,7 +83,7 @@ class Readers:
 
     def __init__(self, limits: Limits) -> None:
         self.limit = 4 * limits.max_concurrency
-        self.per_peer = max(1, self.limit // 4)
+        self.per_peer = max(1, self.limit // 2)
         self.busy = 0
         self._peers: Counter[str] = Counter()
 

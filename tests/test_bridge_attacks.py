@@ -1,0 +1,215 @@
+"""Strangers without the token cannot take the bridge's capacity from senders that have it. Each
+attack runs from its own process over real sockets, from another loopback address (127.0.0.2, as
+another host would), while a real OTLP exporter on 127.0.0.1 sends: every row it sends lands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from bridge_kit import bridge_for, milestone_spans, post, protobuf_body
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from helpers import new_session
+from his_otel.read import session_rows
+
+__all__ = ["bridge_for"]
+
+TOKEN = "attack-token"
+ATTACKER = "127.0.0.2"
+
+# argv: port, connections, mode (idle | slowloris | keepalive), seconds. Prints what it opened, then
+# how many of its connections the server closed before the time was up.
+SOCKETS = r"""
+import json, socket, sys, time
+port, n, mode, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+socks = []
+for _ in range(n):
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.settimeout(5)
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError:
+        continue
+    if mode == "slowloris":
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
+    if mode == "keepalive":
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    socks.append(s)
+print(json.dumps({"opened": len(socks)}), flush=True)
+closed = set()
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline and len(closed) < len(socks):
+    for i, s in enumerate(socks):
+        if i in closed:
+            continue
+        try:
+            if mode == "slowloris":
+                s.send(b"X-Dribble: 1\r\n")  # a header line every round: never the end of the headers
+            s.setblocking(False)
+            data = s.recv(65536)
+            if mode == "keepalive" and data:
+                continue  # the /health answer; the connection stays open after it
+            if not data:
+                closed.add(i)
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed.add(i)
+    time.sleep(0.2)
+print(json.dumps({"closed": len(closed)}), flush=True)
+"""
+
+
+class Attack:
+    def __init__(self, port: int, n: int, mode: str, seconds: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SOCKETS, str(port), str(n), mode, str(seconds)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.opened = json.loads(self.proc.stdout.readline())["opened"]
+
+    def closed(self) -> int:
+        out, _ = self.proc.communicate(timeout=120)
+        return int(json.loads(out.strip().splitlines()[-1])["closed"])
+
+
+def send_rows(bridge: Any, sessions: list[str]) -> list[SpanExportResult]:
+    exporter = OTLPSpanExporter(
+        endpoint=f"{bridge.url}/v1/traces", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    return [exporter.export(milestone_spans(s, 2)) for s in sessions]
+
+
+@pytest.mark.parametrize("mode", ["idle", "slowloris", "keepalive"])
+def test_connections_that_never_finish_a_request_neither_lock_out_senders_nor_stay(
+    table: str, bridge_for: Any, ddb: Any, mode: str
+) -> None:
+    """256 connections from one stranger (the connection cap): idle from the start, dribbling their
+    headers, or idle after one request. The cap per peer turns most away at once, the header
+    deadline closes the rest however they trickle, and the sender on another address lands every
+    row meanwhile. Without both, uvicorn answered every sender 503 for as long as they stayed."""
+    bridge = bridge_for(table, token=TOKEN, header_timeout_millis=2000)
+    attack = Attack(bridge.address[1], 256, mode, seconds=60)
+    assert attack.opened > 0
+    sessions = [new_session() for _ in range(10)]
+    assert send_rows(bridge, sessions) == [SpanExportResult.SUCCESS] * 10
+    assert post(f"{bridge.url}/v1/traces", b"", Authorization=f"Bearer {TOKEN}").status == 200  # and /health
+    assert all(len(session_rows(ddb, table, s)) == 2 for s in sessions)
+    # Every attacking connection is closed by the bridge long before the attacker gives up.
+    assert attack.closed() == attack.opened
+
+
+def test_the_header_deadline_closes_only_what_misses_it(table: str, bridge_for: Any, ddb: Any) -> None:
+    """A sender that keeps its connection busy with requests is never cut off by the deadline."""
+    bridge = bridge_for(table, header_timeout_millis=1000)
+    import http.client
+
+    conn = http.client.HTTPConnection(*bridge.address, timeout=30)
+    sessions = [new_session() for _ in range(20)]
+    for session in sessions:  # one keep-alive connection, well within the deadline each time
+        conn.request("POST", "/v1/traces", protobuf_body(milestone_spans(session, 1)),
+                     {"Content-Type": "application/x-protobuf"})  # fmt: skip
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("Connection") is None
+        response.read()
+    conn.close()
+    assert all(len(session_rows(ddb, table, s)) == 1 for s in sessions)
+
+
+# argv: target, calls, with-token (0/1). Starts calls that send their metadata but never their
+# message; prints how each ended.
+UNFINISHED_GRPC = r"""
+import json, sys, threading, grpc
+target, n, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+stop = threading.Event()
+def never():
+    stop.wait(120)
+    return
+    yield b""
+channel = grpc.insecure_channel(target)
+call = channel.stream_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                            request_serializer=None, response_deserializer=None)
+futures = [call.future(never(), metadata=[("authorization", token)] if token != "-" else None, timeout=120)
+           for _ in range(n)]
+codes = []
+for f in futures:
+    try:
+        f.result()
+        codes.append("OK")
+    except grpc.RpcError as e:
+        codes.append(e.code().name)
+stop.set()
+print(json.dumps(codes), flush=True)
+"""
+
+
+def unfinished_calls(target: str, n: int, token: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", UNFINISHED_GRPC, target, str(n), token], stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_unfinished_grpc_calls_without_the_token_end_before_their_message_and_take_nothing(
+    table: str, bridge_for: Any, ddb: Any
+) -> None:
+    bridge = bridge_for(table, token=TOKEN)
+    attack = unfinished_calls(bridge.grpc_target, 300, "-")
+    out, _ = attack.communicate(timeout=120)
+    # Refused from their metadata alone: none waited for a message, none held a place.
+    assert json.loads(out) == ["UNAUTHENTICATED"] * 300
+    sender = GrpcSpanExporter(
+        endpoint=bridge.grpc_target, insecure=True, headers={"authorization": f"Bearer {TOKEN}"}
+    )
+    sessions = [new_session() for _ in range(10)]
+    assert [sender.export(milestone_spans(s, 2)) for s in sessions] == [SpanExportResult.SUCCESS] * 10
+    assert all(len(session_rows(ddb, table, s)) == 2 for s in sessions)
+
+
+def test_unfinished_grpc_calls_with_the_token_meet_the_deadline_and_busy_is_retryable(
+    table: str, bridge_for: Any, ddb: Any
+) -> None:
+    """A token holder's unfinished calls take at most the places in transit one peer may have; beyond
+    them the answer is UNAVAILABLE with a retry delay (a collector retries it; grpcio's own cap
+    answered RESOURCE_EXHAUSTED, which the collector drops as permanent), and each call held ends at
+    the body deadline."""
+    bridge = bridge_for(table, token=TOKEN, max_concurrency=2, body_timeout_millis=2000)
+    codes = json.loads(
+        unfinished_calls(bridge.grpc_target, 12, f"Bearer {TOKEN}").communicate(timeout=120)[0]
+    )
+    # 8 places in transit, 4 for one peer: 4 calls held until the deadline, 8 told to come back.
+    assert sorted(codes) == ["DEADLINE_EXCEEDED"] * 4 + ["UNAVAILABLE"] * 8
+
+
+def test_malformed_events_are_logged_once_per_interval_bounded_and_escaped(
+    table: str, bridge_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests of 70 malformed events with 50 KB names and types and a newline in each (7 MB, under
+    the body limit): a few short log lines, none of them starting a forged line."""
+    session = new_session()
+    request = ExportTraceServiceRequest.FromString(protobuf_body(milestone_spans(session, 1)))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    for i in range(70):
+        bad = spans.add()
+        bad.name = f"x\nERROR forged line {i} " + "n" * 50_000
+        event = bad.events.add()
+        event.name = "his.milestone"
+        kv = event.attributes.add()
+        kv.key, kv.value.string_value = "his.evt_type", "\nERROR forged " + "t" * 50_000
+    bridge = bridge_for(table)
+    body = request.SerializeToString()
+    with caplog.at_level(logging.DEBUG, logger="his_otel"):
+        for _ in range(3):
+            assert post(f"{bridge.url}/v1/traces", body).status == 200
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("his_otel"))
+    assert len(logged) < 5_000, len(logged)
+    assert "\nERROR forged" not in logged
