@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import grpc
 import pytest
 from bridge_kit import bridge_for, milestone_spans, post, protobuf_body
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -213,3 +214,61 @@ def test_malformed_events_are_logged_once_per_interval_bounded_and_escaped(
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("his_otel"))
     assert len(logged) < 5_000, len(logged)
     assert "\nERROR forged" not in logged
+
+
+def test_invalid_utf8_in_a_protobuf_string_costs_only_its_own_text_on_both_protocols(
+    table: str, bridge_for: Any, ddb: Any
+) -> None:
+    """One span's message with bytes that are not UTF-8, beside good spans: the protobuf parser
+    refuses the whole body, so the bridge repairs the bad field (U+FFFD) as it does JSON, and every
+    milestone of the batch lands."""
+    bridge = bridge_for(table)
+    for send in ("http", "grpc"):
+        session = new_session()
+        body = protobuf_body(milestone_spans(session, 4, message="marker-ok"))
+        first = body.index(b"marker-ok")
+        bad = body[:first] + b"mark\xff\xfe-ok" + body[first + len(b"marker-ok") :]
+        if send == "http":
+            assert post(f"{bridge.url}/v1/traces", bad).status == 200
+        else:
+            with grpc.insecure_channel(bridge.grpc_target) as channel:
+                export = channel.unary_unary(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    request_serializer=None, response_deserializer=None,
+                )  # fmt: skip
+                export(bad, timeout=30)
+        messages = sorted(r["evt_message"] for r in session_rows(ddb, table, session))
+        assert messages == sorted(["mark\ufffd\ufffd-ok"] + ["marker-ok"] * 3)
+
+
+def test_a_gzip_body_of_several_members_is_read_whole(table: str, bridge_for: Any, ddb: Any) -> None:
+    import gzip
+
+    bridge = bridge_for(table)
+    session = new_session()
+    body = protobuf_body(milestone_spans(session, 6))
+    members = gzip.compress(body[:100]) + gzip.compress(body[100:200]) + gzip.compress(body[200:])
+    assert post(f"{bridge.url}/v1/traces", members, **{"Content-Encoding": "gzip"}).status == 200
+    assert len(session_rows(ddb, table, session)) == 6
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
+    table: str, bridge_for: Any, ddb: Any
+) -> None:
+    import socket
+
+    bridge = bridge_for(table)
+    session = new_session()
+    body = protobuf_body(milestone_spans(session, 1))
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        f"Content-Length: {len(chunked)}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(bridge.address, timeout=30) as s:
+        s.sendall(head.encode() + chunked)
+        answer = b""
+        while chunk := s.recv(65536):  # the bridge closes the connection after its answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"connection: close" in answer.lower()
+    assert session_rows(ddb, table, session) == []

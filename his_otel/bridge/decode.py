@@ -54,7 +54,8 @@ class UnsupportedError(ValueError):
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo ``Content-Encoding``, refusing to inflate past ``limit`` bytes (a zip bomb stays small)."""
+    """Undo ``Content-Encoding``, refusing to inflate past ``limit`` bytes (a zip bomb stays small).
+    A gzip body of several members (RFC 1952 allows it) is inflated whole."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
@@ -63,15 +64,23 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     elif encoding == "deflate":
         wbits = zlib.MAX_WBITS  # zlib-wrapped, as HTTP's "deflate" means
     else:
-        raise UnsupportedError(f"unsupported Content-Encoding {encoding!r}")
+        raise UnsupportedError(f"unsupported Content-Encoding {encoding[:40]!r}")
+    parts: list[bytes] = []
+    size = 0
+    rest = body
     try:
-        inflater = zlib.decompressobj(wbits)
-        out = inflater.decompress(body, limit + 1)
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise TooLargeError(f"decompressed body over {limit} bytes")
-        if not inflater.eof:
-            raise BadRequestError(f"truncated {encoding} body")
-        return out
+        while True:
+            inflater = zlib.decompressobj(wbits)
+            out = inflater.decompress(rest, limit - size + 1)
+            size += len(out)
+            if size > limit or inflater.unconsumed_tail:
+                raise TooLargeError(f"decompressed body over {limit} bytes")
+            if not inflater.eof:
+                raise BadRequestError(f"truncated {encoding} body")
+            parts.append(out)
+            rest = inflater.unused_data
+            if not rest or encoding != "gzip":
+                return b"".join(parts)
     except zlib.error as e:
         raise BadRequestError(f"invalid {encoding} body: {e}") from e
 
@@ -103,17 +112,98 @@ def _prepare_json(node: Any) -> Any:
 
 
 M = TypeVar("M", bound=Message)
+_MAX_DEPTH = 100  # protobuf's own recursion limit
+
+
+def parse_protobuf(body: bytes, request: M) -> M:
+    """Fill ``request`` from protobuf ``body``. Invalid UTF-8 in a string field (which fails the
+    whole parse) is replaced by U+FFFD in that field alone, as OTLP/JSON bodies are repaired: one
+    bad string costs no batch."""
+    try:
+        request.ParseFromString(body)
+        return request
+    except (DecodeError, ValueError, RecursionError) as e:
+        error = e
+    try:
+        repaired = _repair_strings(body, request.DESCRIPTOR, 0)
+    except (IndexError, ValueError) as e:
+        raise BadRequestError(f"invalid protobuf body: {error}") from e
+    try:
+        request.Clear()
+        request.ParseFromString(repaired)
+        return request
+    except (DecodeError, ValueError, RecursionError) as e:
+        raise BadRequestError(f"invalid protobuf body: {e}") from e
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _repair_strings(data: bytes, descriptor: Any, depth: int) -> bytes:
+    """``data``, a serialized message of ``descriptor``, with every string field valid UTF-8: the
+    wire format walked with the schema, invalid bytes replaced, everything else copied as it is."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("message nested too deeply")
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value = data[pos : pos + length]
+            if len(value) != length:
+                raise ValueError("truncated field")
+            pos += length
+            field = descriptor.fields_by_number.get(number)
+            if field is not None and field.type == field.TYPE_STRING:
+                value = value.decode("utf-8", "replace").encode("utf-8")
+            elif field is not None and field.type == field.TYPE_MESSAGE:
+                value = _repair_strings(value, field.message_type, depth + 1)
+            else:
+                out += data[start:pos]
+                continue
+            out += data[start : start + len(_encode_varint(key))] + _encode_varint(len(value)) + value
+            continue
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > len(data):
+            raise ValueError("truncated field")
+        out += data[start:pos]
+    return bytes(out)
 
 
 def parse_request(body: bytes, content_type: str, request: M) -> M:
     """Fill ``request`` (an empty OTLP export request of the signal) from ``body``."""
     kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind == PROTOBUF:
-        try:
-            request.ParseFromString(body)
-        except (DecodeError, ValueError, RecursionError) as e:
-            raise BadRequestError(f"invalid protobuf body: {e}") from e
-        return request
+        return parse_protobuf(body, request)
     if kind == JSON:
         try:
             # Invalid UTF-8 bytes become U+FFFD too, rather than failing the whole body.
@@ -265,10 +355,7 @@ class Signal:
         return self.read(parse_request(body, content_type, self.request()))
 
     def from_grpc(self, body: bytes) -> Received:
-        try:
-            return self.read(self.request.FromString(body))
-        except (DecodeError, ValueError, RecursionError) as e:
-            raise BadRequestError(f"invalid protobuf body: {e}") from e
+        return self.read(parse_protobuf(body, self.request()))
 
     def answer(self, rejected: int, message: str) -> Message:
         response = self.response()
