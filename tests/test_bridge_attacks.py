@@ -272,3 +272,61 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400") and b"connection: close" in answer.lower()
     assert session_rows(ddb, table, session) == []
+
+
+def _uuid7_at(ms: int, tail: int) -> str:
+    digits = f"{ms:012x}7{tail:03x}8{tail:015x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:32]}"
+
+
+def test_a_far_future_event_id_from_a_token_holder_does_not_blind_readers(
+    table: str, bridge_for: Any, ddb: Any
+) -> None:
+    """A sender with the token may choose any event id; one from the year 2100 is a row like any
+    other (delivered once), but the cursors and ``tail --follow`` of that session still see every
+    row written after it."""
+    from his_otel.read import SessionCursor
+
+    bridge = bridge_for(table, token=TOKEN)
+    session = new_session()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    request = ExportTraceServiceRequest.FromString(protobuf_body(milestone_spans(session, 1)))
+    attrs = request.resource_spans[0].scope_spans[0].spans[0].events[0].attributes
+    next(kv for kv in attrs if kv.key == "his.event_id").value.string_value = _uuid7_at(4_102_444_800_000, 1)
+    assert post(f"{bridge.url}/v1/traces", request.SerializeToString(), **auth).status == 200
+    cursor = SessionCursor(table, session, client=ddb)
+    assert len(cursor.poll()) == 1  # the forged row, once
+    import time
+
+    later = [_uuid7_at(int(time.time() * 1000) + i, i) for i in range(5)]
+    for event_id in later:
+        request = ExportTraceServiceRequest.FromString(protobuf_body(milestone_spans(session, 1)))
+        attrs = request.resource_spans[0].scope_spans[0].spans[0].events[0].attributes
+        next(kv for kv in attrs if kv.key == "his.event_id").value.string_value = event_id
+        assert post(f"{bridge.url}/v1/traces", request.SerializeToString(), **auth).status == 200
+    assert sorted(r["event_id"] for r in cursor.poll()) == sorted(later)
+    assert cursor.poll() == []
+
+
+def test_tail_shows_control_characters_as_escapes_and_never_forges_a_line(
+    table: str, ddb: Any, moto_endpoint: str
+) -> None:
+    from helpers import his_otel
+
+    session = new_session()
+    ddb.put_item(
+        TableName=table,
+        Item={
+            "session_id": {"S": session}, "event_id": {"S": _uuid7_at(1_790_000_000_000, 1)},
+            "agent_id": {"S": "a\n12:00:00.000  RESULT  forged"}, "evt_type": {"S": "PROGRESS\r\x1b[2K"},
+            "evt_message": {"S": "red \x1b[31mtext\x1b[0m\rover\u2028written"},
+            "evt_datetime": {"S": "2026-12-03T10:00:00.000000+00:00"},
+            "span_name": {"S": "s\x07"}, "trace_id": {"S": "t\x1b]0;title\x07"},
+        },
+    )  # fmt: skip
+    proc = his_otel("tail", session, "--table", table, "--endpoint", moto_endpoint)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, lines
+    assert not any(c in proc.stdout for c in "\x1b\r\x07\u2028")
+    assert "\\x1b[31m" in lines[0] and "\\n12:00:00.000  RESULT  forged" in lines[0]

@@ -15,7 +15,13 @@ forgetting older ones. So:
 - memory is the ids emitted in the last ``window``, whatever the session's length.
 
 Event ids that are not UUIDv7 (here-i-strand's UUID4 rows) carry no time: those are remembered for
-the cursor's life.
+the cursor's life. So are ids whose time is more than ``FUTURE_SLACK_MS`` ahead of this host's clock:
+any bridge token holder may write a row with an id of its choosing, and a far-future id must not
+move the window past every row still to come (it would blind the cursor for good); it is delivered
+once, like any row, and the window stays where real time is.
+
+A poll streams: rows are handed out as pages arrive, and the ids remembered are pruned as it goes,
+so a first poll of a long session holds a page and a window, never the whole session.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ Row = dict[str, Any]
 
 ENV_READ_WINDOW_MS = "HIS_OTEL_READ_WINDOW_MS"
 DEFAULT_READ_WINDOW_MS = 60_000
+# Clocks of the hosts that emit rows may run ahead of the reader's by this much.
+FUTURE_SLACK_MS = 300_000
+_PRUNE_EVERY = 1_000
 
 
 def event_ms(event_id: str) -> int | None:
@@ -151,22 +160,37 @@ class SessionCursor:
 
     def poll(self) -> list[Row]:
         """The rows not delivered yet, in ``event_id`` order."""
+        return list(self.stream())
+
+    def stream(self) -> Iterator[Row]:
+        """:meth:`poll` as the pages arrive: the rows not delivered yet, in ``event_id`` order.
+        A row counts as delivered once it is yielded."""
         pos = self.position
         after = None if pos.newest_ms is None else lower_bound(pos.newest_ms - self._window_ms)
-        fresh = [
-            r
-            for r in iter_rows(self._client, self._table, self._session, after=after)
-            if r["event_id"] not in pos.recent
-        ]
-        for row in fresh:
-            ms = event_ms(row["event_id"])
-            pos.recent[row["event_id"]] = ms
+        latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
+        delivered = 0
+        for row in iter_rows(self._client, self._table, self._session, after=after):
+            event_id = row["event_id"]
+            if event_id in pos.recent:
+                continue
+            ms = event_ms(event_id)
+            if ms is not None and ms > latest_believable:
+                ms = None  # remembered for good; it never moves the window
+            pos.recent[event_id] = ms
             if ms is not None and (pos.newest_ms is None or ms > pos.newest_ms):
                 pos.newest_ms = ms
-        if fresh and pos.newest_ms is not None:
+            delivered += 1
+            if delivered % _PRUNE_EVERY == 0:
+                self._prune()
+            yield row
+        if delivered:
+            self._prune()
+
+    def _prune(self) -> None:
+        pos = self.position
+        if pos.newest_ms is not None:
             horizon = pos.newest_ms - self._window_ms
             pos.recent = {k: ms for k, ms in pos.recent.items() if ms is None or ms >= horizon}
-        return fresh
 
     def follow(
         self,
@@ -186,12 +210,12 @@ class SessionCursor:
         ends = RunEnd() if until is None else until
         ending = False
         while True:
-            for row in self.poll():
+            for row in self.stream():
                 yield row
                 ending = ends(row) or ending
             wait = interval_s if deadline is None else min(interval_s, deadline - time.monotonic())
             if wait <= 0 or stop.wait(wait):
                 return
             if ending:
-                yield from self.poll()
+                yield from self.stream()
                 return

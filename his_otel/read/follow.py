@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from .cursor import SessionCursor
 
 _MESSAGE_WIDTH = 90
+# C0 and C1 controls, DEL, and the line/paragraph separators: what moves a terminal's cursor, changes
+# its colours or starts a new line. Any sender with a bridge token chooses every field of a row.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _safe(value: Any) -> str:
+    """``value`` as text with every control character shown as an escape (``\x1b``, ``\n``)."""
+    text = str(value)
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def format_row(row: dict[str, Any]) -> str:
-    """``HH:MM:SS.mmm  TYPE  span  trace=…  message`` on one line."""
-    when = str(row.get("evt_datetime", ""))
+    """``HH:MM:SS.mmm  TYPE  span  trace=…  message`` on one line, whatever the row holds."""
+    when = _safe(row.get("evt_datetime", ""))
     clock = when[11:23] if len(when) >= 23 else when
-    message = str(row.get("evt_message", "")).replace("\n", " ")
+    message = _safe(str(row.get("evt_message", "")).replace("\n", " "))
     if len(message) > _MESSAGE_WIDTH:
         message = message[: _MESSAGE_WIDTH - 1] + "…"
-    trace = str(row.get("trace_id", ""))
-    span = str(row.get("span_name", ""))
+    trace = _safe(row.get("trace_id", ""))
+    span = _safe(row.get("span_name", ""))
     return (
-        f"{clock}  {row.get('evt_type', ''):<21} {span[:28]:<28} trace={trace[:12] or '-':<12}  "
-        f"{row.get('agent_id', '')}: {message}"
+        f"{clock}  {_safe(row.get('evt_type', '')):<21} {span[:28]:<28} trace={trace[:12] or '-':<12}  "
+        f"{_safe(row.get('agent_id', ''))[:64]}: {message}"
     )
 
 
-def print_rows(rows: list[dict[str, Any]], out: TextIO, *, as_json: bool = False) -> None:
+def print_rows(rows: Iterable[dict[str, Any]], out: TextIO, *, as_json: bool = False) -> None:
     for row in rows:
         out.write((json.dumps(row) if as_json else format_row(row)) + "\n")
     out.flush()
@@ -60,15 +70,17 @@ class Follower:
         self._lock = threading.Lock()
 
     def poll(self) -> int:
-        """Print the rows not printed yet; return how many."""
+        """Print the rows not printed yet, as they are read; return how many."""
+        printed = 0
         with self._lock:  # stop() polls once more from another thread
-            rows = self._cursor.poll()
-            self.count += len(rows)
-        print_rows(rows, self._out, as_json=self._json)
-        if self._on_row:
-            for row in rows:
-                self._on_row(row)
-        return len(rows)
+            for row in self._cursor.stream():
+                self._out.write((json.dumps(row) if self._json else format_row(row)) + "\n")
+                printed += 1
+                if self._on_row:
+                    self._on_row(row)
+            self.count += printed
+        self._out.flush()
+        return printed
 
     def run(self) -> None:
         while not self._stop.is_set():
