@@ -18,7 +18,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from helpers import new_session
+from helpers import new_session, wait_for
 from his_otel.read import session_rows
 
 __all__ = ["bridge_for"]
@@ -330,3 +330,29 @@ def test_tail_shows_control_characters_as_escapes_and_never_forges_a_line(
     assert len(lines) == 1, lines
     assert not any(c in proc.stdout for c in "\x1b\r\x07\u2028")
     assert "\\x1b[31m" in lines[0] and "\\n12:00:00.000  RESULT  forged" in lines[0]
+
+
+def test_a_refusal_before_the_body_is_read_reaches_the_sender_as_its_status(
+    table: str, bridge_for: Any
+) -> None:
+    """A 600 KB body refused for its token (or because the bridge is busy) is read and dropped
+    before the answer: the sender, still sending, gets the 401 rather than a connection reset."""
+    bridge = bridge_for(table, token=TOKEN)
+    body = protobuf_body(milestone_spans(new_session(), 1, message="x" * 600_000))
+    answers = [post(f"{bridge.url}/v1/traces", body, Authorization="Bearer wrong").status for _ in range(10)]
+    assert answers == [401] * 10
+
+
+def test_the_retry_delay_grows_while_dynamodb_stays_unreachable(bridge_for: Any) -> None:
+    """Senders that give up after a few attempts (the Python SDK's) outlast a longer outage: the
+    delay asked for starts at 2 s and grows with the outage, up to 30 s."""
+    bridge = bridge_for(f"missing-{new_session()}", write_timeout_millis=300)
+    body = protobuf_body(milestone_spans(new_session(), 1))
+    first = post(f"{bridge.url}/v1/traces", body)
+    assert (first.status, first.headers["Retry-After"]) == (503, "2")
+
+    def grown() -> bool:
+        answer = post(f"{bridge.url}/v1/traces", body)
+        return answer.status == 503 and int(answer.headers["Retry-After"]) > 2
+
+    wait_for(grown, timeout_s=60, interval_s=1)

@@ -126,9 +126,11 @@ class ExportService:
         finally:
             self._slots.give()
         if verdict.answer is Answer.THROTTLED:
-            await self._retry(context, grpc.StatusCode.RESOURCE_EXHAUSTED, verdict.message, RETRY_AFTER_S)
+            await self._retry(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, verdict.message, verdict.retry_after_s
+            )
         if verdict.answer is Answer.UNAVAILABLE:
-            await self._retry(context, grpc.StatusCode.UNAVAILABLE, verdict.message, RETRY_AFTER_S)
+            await self._retry(context, grpc.StatusCode.UNAVAILABLE, verdict.message, verdict.retry_after_s)
         return self._signal.answer(verdict.rejected, verdict.message)
 
 

@@ -10,6 +10,7 @@ specifies. A response sent before the body was read whole closes the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -54,12 +55,20 @@ class _ReplyError(Exception):
     """Answer now with ``status`` and an OTLP ``Status`` message."""
 
     def __init__(
-        self, status: int, message: str, *, retry_after: int | None = None, close: bool = False
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        close: bool = False,
+        unread: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.close = close
+        self.unread = unread
+        """Refused before the body was read: read (and drop) a little of it before answering."""
 
 
 class OTLPHttpApp:
@@ -150,6 +159,8 @@ class OTLPHttpApp:
                 self._log.info(
                     str(reply.status), "status=<%d>, reason=<%s> | request refused", reply.status, reply
                 )
+            if reply.unread:
+                await _drain(receive)
             await _send_status(send, reply, as_json)
         except _DisconnectedError:
             logger.debug("sender disconnected mid-body")
@@ -158,9 +169,9 @@ class OTLPHttpApp:
         self, signal: Signal, headers: dict[str, str], receive: Receive, send: Send, as_json: bool, peer: str
     ) -> None:
         if self.stopping:
-            raise _ReplyError(503, "bridge shutting down", retry_after=RETRY_AFTER_S, close=True)
+            raise _ReplyError(503, "bridge shutting down", retry_after=RETRY_AFTER_S, close=True, unread=True)
         if not self.token.allows(headers.get("authorization")):
-            raise _ReplyError(401, "missing or wrong bearer token", close=True)
+            raise _ReplyError(401, "missing or wrong bearer token", close=True, unread=True)
         content_type = headers.get("content-type", "")
         if content_type.split(";", 1)[0].strip().lower() not in (JSON, PROTOBUF):
             raise _ReplyError(
@@ -179,7 +190,7 @@ class OTLPHttpApp:
         # A place among the bodies in transit, in all and for this peer, before the body is read: a
         # slow body holds only its own place, and their memory is bounded.
         if not self.readers.take(peer):
-            raise _ReplyError(503, "bridge busy", retry_after=1, close=True)
+            raise _ReplyError(503, "bridge busy", retry_after=1, close=True, unread=True)
         try:
             body = await asyncio.wait_for(self._read_body(receive), self.limits.body_timeout_s)
         except asyncio.TimeoutError:
@@ -242,12 +253,33 @@ class OTLPHttpApp:
             return 400, _ReplyError(400, str(e))
         verdict = self.ingest.handle(received)
         if verdict.answer is Answer.THROTTLED:
-            return 429, _ReplyError(429, verdict.message, retry_after=RETRY_AFTER_S)
+            return 429, _ReplyError(429, verdict.message, retry_after=verdict.retry_after_s)
         if verdict.answer is Answer.UNAVAILABLE:
-            return 503, _ReplyError(503, verdict.message, retry_after=RETRY_AFTER_S)
+            return 503, _ReplyError(503, verdict.message, retry_after=verdict.retry_after_s)
         response = signal.answer(verdict.rejected, verdict.message)
         payload = json_format.MessageToJson(response).encode() if as_json else response.SerializeToString()
         return 200, payload
+
+
+DRAIN_BYTES = 1024 * 1024
+DRAIN_S = 1.0
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop up to ``DRAIN_BYTES`` of an unread body for at most ``DRAIN_S``. A connection
+    closed with request bytes unread is reset, and a sender still sending then sees the reset, not
+    the answer (a 503's Retry-After, a 401's reason); a small body is taken whole, so it reads them."""
+
+    async def drop() -> None:
+        taken = 0
+        while taken <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+            taken += len(message.get("body", b""))
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(drop(), DRAIN_S)
 
 
 async def _send(

@@ -26,6 +26,9 @@ from .decode import Received
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 2
+# The delay asked for grows with the outage (half its length so far), up to this: senders that give up
+# after a few attempts (the Python SDK's exporters) then outlast a longer outage.
+MAX_RETRY_AFTER_S = 30
 READY_CACHE_S = 5.0
 ENV_SEEN_IDS = "HIS_OTEL_BRIDGE_SEEN_IDS"
 # ~20 MB: the ids of every milestone of a few thousand concurrent runs, kept for as long as their
@@ -45,6 +48,7 @@ class Answer(Enum):
 @dataclass(frozen=True)
 class Verdict:
     answer: Answer
+    retry_after_s: int = RETRY_AFTER_S
     rejected: int = 0
     """Spans (traces) or log records (logs) whose milestones can never become rows."""
     message: str = ""
@@ -149,6 +153,7 @@ class Ingest:
         self._lock = threading.Lock()
         self.stats = BridgeStats()
         self._write_failure = ""
+        self._failing_since: float | None = None
         self._ready: tuple[float, bool, str] | None = None
         self._log = ThrottledLog(logger)
         self._seen = Seen(seen_ids)
@@ -194,16 +199,20 @@ class Ingest:
         )
         if outcome.unwritten:
             self._write_failure = outcome.cause
+            now = time.monotonic()
+            since = self._failing_since = self._failing_since or now
             throttled = outcome.cause in THROTTLE_CODES or outcome.cause == "UnprocessedItems"
             advice = ADVICE.get(outcome.cause, "")
             return Verdict(
                 Answer.THROTTLED if throttled else Answer.UNAVAILABLE,
+                retry_after_s=int(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, (now - since) / 2))),
                 message=(
                     f"DynamoDB: {outcome.cause or 'no answer'}{f' ({advice})' if advice else ''};"
                     f" {len(outcome.unwritten)} of {len(milestones)} rows not yet written; retry"
                 ),
             )
         self._write_failure = ""
+        self._failing_since = None
         self.count(**{"rejected_spans" if traces else "rejected_log_records": rejected})
         message = ""
         if rejected:
@@ -222,7 +231,7 @@ class Ingest:
                 f"{bad_events + outcome.rejected} his.milestone events in {rejected} {unit} can"
                 f" never become rows ({why}); see the bridge's log"
             )
-        return Verdict(Answer.WRITTEN, rejected, message)
+        return Verdict(Answer.WRITTEN, rejected=rejected, message=message)
 
     def _write(self, milestones: list[Milestone]) -> tuple[ExportOutcome, int]:
         """Write what no request of this bridge wrote or is writing; then wait for those another
