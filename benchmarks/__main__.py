@@ -19,7 +19,16 @@ from importlib.metadata import version
 from benchmarks.common import ENV_LATENCY_MS, Moto, Row, render
 from benchmarks.distance import Link
 
-BENCHMARKS = ["agent_thread", "throughput", "freshness", "overhead", "outage", "bridge", "collector_path"]
+BENCHMARKS = [
+    "agent_thread",
+    "throughput",
+    "freshness",
+    "overhead",
+    "outage",
+    "bridge",
+    "collector_path",
+    "bridge_attack",
+]
 AT_A_DISTANCE = {"throughput", "freshness"}
 
 

@@ -94,6 +94,7 @@ class BridgeProcesses:
         match = LINE.search(self.proc.stdout.readline())
         assert match, "the bridge did not start"
         self.url, self.grpc_target = match.group(1), match.group(2)
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def sender(self, protocol: str) -> Send:
         # 60 s for a batch, retries included, like a collector's retry_on_failure (the Python
