@@ -356,3 +356,57 @@ def test_the_retry_delay_grows_while_dynamodb_stays_unreachable(bridge_for: Any)
         return answer.status == 503 and int(answer.headers["Retry-After"]) > 2
 
     wait_for(grown, timeout_s=60, interval_s=1)
+
+
+def test_under_every_attack_at_once_the_real_collector_delivers_over_grpc_within_bounds(
+    table: str, moto_endpoint: str, ddb: Any, tmp_path: Any
+) -> None:
+    """``his-otel bridge`` in its own process, with the token; from another address, 256 idle HTTP
+    connections, 256 slowloris ones and 300 token-less gRPC calls that never send their message. The
+    real collector's ``otlp_grpc`` exporter delivers every row meanwhile, and the bridge's threads
+    and memory stay bounded."""
+    from test_bridge_server import BridgeProcess
+
+    from binaries import collector
+    from his_otel.testing.local_dynamodb import free_port
+
+    bridge = BridgeProcess(
+        table, env={"HIS_OTEL_BRIDGE_TOKEN": TOKEN, "HIS_OTEL_BRIDGE_HEADER_TIMEOUT_MS": "2000"}
+    )
+    try:
+        assert post(f"{bridge.url}/v1/traces", b"", Authorization=f"Bearer {TOKEN}").status == 200
+        threads_before, rss_before = bridge.status("Threads"), bridge.status("VmRSS")
+        attacks = [Attack(bridge.port, 256, "idle", 60), Attack(bridge.port, 256, "slowloris", 60)]
+        unfinished = unfinished_calls(bridge.grpc_target, 300, "-")
+        port = free_port()
+        config = {
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{port}"}}}},
+            "exporters": {"otlp_grpc/bridge": {
+                "endpoint": bridge.grpc_target, "tls": {"insecure": True},
+                "headers": {"authorization": f"Bearer {TOKEN}"},
+                "retry_on_failure": {"enabled": True, "initial_interval": "200ms",
+                                     "max_elapsed_time": "120s"},
+            }},
+            "service": {"telemetry": {"metrics": {"level": "none"}}, "pipelines": {
+                "traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc/bridge"]}}},
+        }  # fmt: skip
+        sessions = [new_session() for _ in range(10)]
+        with collector(config, tmp_path, port):
+            sender = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+            for session in sessions:
+                assert sender.export(milestone_spans(session, 2)) == SpanExportResult.SUCCESS
+            for session in sessions:
+                wait_for(lambda s=session: len(session_rows(ddb, table, s)) == 2, timeout_s=60)
+            threads_during, rss_during = bridge.status("Threads"), bridge.status("VmRSS")
+        assert json.loads(unfinished.communicate(timeout=120)[0]) == ["UNAUTHENTICATED"] * 300
+        for attack in attacks:
+            assert attack.closed() == attack.opened
+        # At most the pools' own threads (8 request slots, 16 conditional puts in flight), whatever
+        # the attackers hold: a connection or a call costs no thread.
+        assert threads_during <= threads_before + 8 + 16, (threads_before, threads_during)
+        assert rss_during - rss_before < 64 * 1024, (rss_before, rss_during)  # kB
+        code, _, err = bridge.stop()
+        assert code == 0 and "Traceback" not in err, err
+    finally:
+        if bridge.proc.poll() is None:
+            bridge.proc.kill()
