@@ -410,3 +410,40 @@ def test_under_every_attack_at_once_the_real_collector_delivers_over_grpc_within
     finally:
         if bridge.proc.poll() is None:
             bridge.proc.kill()
+
+
+TAIL_RSS = r"""
+import resource, sys
+from his_otel.cli.main import entry
+sys.argv = ["his-otel", *sys.argv[1:]]
+try:
+    entry()
+except SystemExit:
+    pass
+sys.stdout.flush()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def test_tail_reads_a_long_session_page_by_page_in_bounded_memory(
+    table: str, ddb: Any, moto_endpoint: str
+) -> None:
+    """A 42 MB session (120 rows of 350 KB) costs ``tail`` about what a one-row session does: it
+    prints rows as DynamoDB's 1 MB pages arrive and keeps only the cursor's window of ids."""
+
+    def peak_kb(session: str) -> int:
+        proc = subprocess.run(
+            [sys.executable, "-c", TAIL_RSS, "tail", session, "--table", table, "--endpoint", moto_endpoint],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        return int(proc.stderr.strip().splitlines()[-1])
+
+    small, big = new_session(), new_session()
+    ddb.put_item(TableName=table, Item={"session_id": {"S": small}, "event_id": {"S": _uuid7_at(1, 0)}})
+    for i in range(120):
+        ddb.put_item(
+            TableName=table,
+            Item={"session_id": {"S": big}, "event_id": {"S": _uuid7_at(1_790_000_000_000 + i, i)},
+                  "evt_type": {"S": "PROGRESS"}, "evt_message": {"S": f"{i} " + "x" * 350_000}},
+        )  # fmt: skip
+    assert peak_kb(big) - peak_kb(small) < 8 * 1024  # kB; holding the session took 16 MB more
