@@ -2,8 +2,9 @@
 batches of 512 spans) through ``his-otel bridge`` in its own process, with and without an attacker
 process that keeps 256 connections from another loopback address (127.0.0.2) open and sending
 nothing, reconnecting those the bridge closes once a second (it shares this machine's two cores,
-so a tighter loop would measure the attacker's CPU, not the bridge). Plain writes (BatchWriteItem), so that moto's
-conditional-put rate (benchmark 6) does not hide the bridge's own share. Rounds alternate."""
+so a tighter loop would measure the attacker's CPU, not the bridge). Plain writes (BatchWriteItem),
+so that moto's conditional-put rate (benchmark 6) does not hide the bridge's own share. Rounds
+alternate."""
 
 from __future__ import annotations
 
