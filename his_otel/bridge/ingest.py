@@ -173,9 +173,11 @@ class Ingest:
         bad_units = {i for i, bad in enumerate(received.malformed) if bad}
         bad_events = sum(received.malformed)
         for cause, n in received.causes.items():
-            # Once per interval whatever a sender sends: counts and a bounded, escaped excerpt.
+            # Once per interval per kind of cause, whatever a sender sends: the kind is the start of
+            # one of our own messages (digits dropped), so there are few; the excerpt is escaped.
+            kind = "".join(c for c in " ".join(cause.split()[:3]) if not c.isdigit())[:40]
             self._log.warning(
-                "malformed", "events=<%d>, cause=<%r> | his.milestone events rejected", n, cause
+                f"malformed:{kind}", "events=<%d>, cause=<%r> | his.milestone events rejected", n, cause
             )
         milestones: list[Milestone] = []
         for index, found in enumerate(received.units):
