@@ -172,8 +172,10 @@ def milestone(
         ctx = target.get_span_context()
         m = Milestone(
             event_id=new_event_id(),
-            session_id=clean_text(str(sid)),
-            agent_id=clean_text(str(aid or "default")),
+            # Stripped as every reader of an event strips them (the bridge), so one milestone has one
+            # key on every path, whatever whitespace (a newline, an NBSP) the caller's id carries.
+            session_id=clean_text(str(sid)).strip(),
+            agent_id=clean_text(str(aid or "default")).strip() or "default",
             evt_type=normalize_evt_type(evt_type),
             # Replaced here, so the span event, every exporter and the row carry the same valid text.
             evt_message=clean_text(message if isinstance(message, str) else str(message)),

@@ -211,3 +211,26 @@ def test_a_milestones_span_copy_after_its_log_copy_costs_no_dynamodb_write(
     assert sorted(puts) == sorted((via_bridge, session, r["event_id"]) for r in expected)
     assert set(puts.values()) == {1}
     assert (bridge.stats.rows_written, bridge.stats.rows_seen) == (len(expected), 2 * len(expected))
+
+
+def test_a_session_id_with_surrounding_whitespace_is_one_row_on_both_paths(
+    table: str, rows: Any, spans: InMemorySpanExporter, log_records: Any, bridge_for: Any, ddb: Any
+) -> None:
+    """In process and through the bridge a milestone has one key, whatever whitespace its session id
+    carries: both paths strip it, so running both writes one row, not one per spelling."""
+    from his_otel import milestone
+
+    padded = f" \u00a0{new_session()}\n"
+    event_id = milestone("PROGRESS", "padded", session_id=padded, table=table)
+    session = padded.strip()
+    written = rows(table, session)
+    assert [r["event_id"] for r in written] == [event_id]
+    records = [
+        r for r in log_records.get_finished_logs()
+        if (getattr(r, "log_record", r).attributes or {}).get("his.event_id") == event_id
+    ]  # fmt: skip
+    bridge = bridge_for(table)
+    assert succeeded(OTLPLogExporter(endpoint=f"{bridge.url}/v1/logs").export(records))
+    assert (bridge.stats.rows_existing, bridge.stats.rows_written) == (1, 0)  # the same key: found
+    assert session_rows(ddb, table, padded) == []
+    assert session_rows(ddb, table, session) == written
