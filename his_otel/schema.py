@@ -108,6 +108,22 @@ class BidiEventType(str, Enum):
         return self.value
 
 
+TOOL_TIMEOUT = "TOOL_TIMEOUT"
+"""What :class:`~his_otel.TimeoutConcurrentToolExecutor` records for a tool that ran out of time."""
+
+HOOK_OWNED_TYPES = frozenset(
+    {
+        *(str(t) for t in EventType if t is not EventType.PROGRESS),
+        *(str(t) for t in MultiAgentEventType),
+        *(str(t) for t in BidiEventType),
+        TOOL_TIMEOUT,
+    }
+)
+"""Every type his-otel's hooks and executor record. In the default ``hooks`` reporting mode the model
+may not write these through ``write_dynamo`` (it could tell a UI that a run ended or failed);
+``tests/test_hook_types.py`` checks that every type a hook writes is here."""
+
+
 class InvalidMilestoneError(ValueError):
     """A span event that cannot become a row (missing ids, malformed type)."""
 

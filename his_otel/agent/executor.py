@@ -12,13 +12,13 @@ from strands.types._events import ToolResultEvent
 from strands.types.tools import ToolResult, ToolUse
 
 from ..emit import milestone
+from ..schema import TOOL_TIMEOUT
 
 if TYPE_CHECKING:
     from strands import Agent
 
 logger = logging.getLogger(__name__)
 
-TOOL_TIMEOUT = "TOOL_TIMEOUT"
 """The milestone type recorded when a tool is cut off (the run goes on, so it is not an ERROR)."""
 
 

@@ -3,9 +3,11 @@
 It keeps here-i-strand's name and parameters so prompts written for it keep working, but the
 model no longer chooses where rows go: ``table_name``, ``session_id`` and ``agent_id`` are read
 and ignored, and the row goes to the calling agent's own table, session and agent id. In the
-default ``hooks`` mode the lifecycle types belong to the hooks, so the model cannot add a second
-START or a forged RESULT. Called directly from Python (no ``tool_context``), it is the developer's
-code, and writes where its arguments say, as here-i-strand's did.
+default ``hooks`` mode every type a hook records belongs to the hooks (``HOOK_OWNED_TYPES``: the
+agent's lifecycle, a Swarm's or Graph's, a voice session's, TOOL_TIMEOUT), so the model cannot add a
+second START, a forged RESULT, or tell a UI that an orchestration ended or failed. Called directly
+from Python (no ``tool_context``), it is the developer's code, and writes where its arguments say,
+as here-i-strand's did.
 """
 
 from __future__ import annotations
@@ -16,26 +18,11 @@ import re
 from strands import ToolContext, tool
 
 from ..emit import Identity, current_identity, milestone
-from ..schema import EventType
+from ..schema import HOOK_OWNED_TYPES
 
 logger = logging.getLogger(__name__)
 
 _NOT_A_NAME = re.compile(r"[^A-Z0-9_]+")
-# What the hooks record in the default mode; the model may report anything else (PROGRESS, custom).
-HOOK_TYPES = frozenset(
-    str(t)
-    for t in (
-        EventType.START,
-        EventType.MODEL_INVOCATION,
-        EventType.TOOLING,
-        EventType.COMPLETION,
-        EventType.ERROR,
-        EventType.BEDROCK_THROTTLING,
-        EventType.EVENT_LOOP,
-        EventType.AGENT_STATS,
-        EventType.RESULT,
-    )
-)
 
 
 def _identity_of(tool_context: ToolContext) -> Identity | None:
@@ -75,7 +62,7 @@ def write_dynamo(
     identity = _identity_of(tool_context)
     if identity is None:
         return "error: not running inside a HISAgent session; nothing recorded"
-    if evt_type in HOOK_TYPES and getattr(tool_context.agent, "his_reporting", "hooks") == "hooks":
+    if evt_type in HOOK_OWNED_TYPES and getattr(tool_context.agent, "his_reporting", "hooks") == "hooks":
         return (
             f"not recorded: {evt_type} is recorded by the agent itself; report progress with"
             " event_type PROGRESS (or a type of your own)"
