@@ -110,6 +110,50 @@ def test_sigterm_nobody_handles_writes_pending_rows_then_kills_the_process(ddb: 
     assert messages(ddb, table, f"{session}-x") == [f"x {i}" for i in range(5)]
 
 
+def test_sigterm_nobody_handles_writes_every_pipelines_pending_rows(ddb: Any, table: str) -> None:
+    """Two pipelines in one process (the app's on the global provider, a tenant's on its own), each
+    holding rows for a minute: one SIGTERM writes both pipelines' rows, whichever configured first."""
+    session = new_session()
+    proc = run_script(
+        script("""
+        from opentelemetry.sdk.trace import TracerProvider
+        handle = his_otel.configure(T, schedule_delay_millis=60_000)
+        tenant = TracerProvider()
+        his_otel.configure(T, tracer_provider=tenant, schedule_delay_millis=60_000)
+        burst("app", 5)
+        with tenant.get_tracer("tenant").start_as_current_span("tenant work"):
+            for i in range(5):
+                his_otel.milestone("PROGRESS", f"tenant {i}", session_id=f"{S}-tenant")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        print("survived", flush=True)
+        """),
+        env={"T": table, "S": session},
+    )
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert messages(ddb, table, f"{session}-app") == [f"app {i}" for i in range(5)]
+    assert messages(ddb, table, f"{session}-tenant") == [f"tenant {i}" for i in range(5)]
+
+
+def test_configure_off_the_main_thread_is_said_on_stderr_without_any_logging_set_up(
+    ddb: Any, table: str
+) -> None:
+    session = new_session()
+    proc = run_script(
+        script("""
+        worker = threading.Thread(target=lambda: his_otel.configure(T, schedule_delay_millis=60_000))
+        worker.start(); worker.join()
+        burst("x", 3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        """),
+        env={"T": table, "S": session},
+    )
+    assert proc.returncode == -signal.SIGTERM
+    # The rows are lost (no handler could be installed), but not in silence.
+    assert "HISOtelWarning" in proc.stderr and "configured off the main thread" in proc.stderr
+
+
 def test_configure_off_the_main_thread_says_so_and_the_next_main_thread_call_installs_the_flush(
     ddb: Any, table: str
 ) -> None:

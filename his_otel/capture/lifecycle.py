@@ -24,6 +24,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
+from .. import notice
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,16 +68,36 @@ def watch(obj: Forkable) -> None:
 # -- SIGTERM -----------------------------------------------------------------------------------
 
 _sigterm_lock = threading.Lock()
-_sigterm_flush: Callable[[], object] | None = None
+# Every pipeline's flush (the app's, a library's, a tenant's): one handler runs them all.
+_sigterm_flushes: list[Callable[[], object]] = []
 _warned_off_main = False
 
 
 def want_sigterm_flush(flush: Callable[[], object]) -> None:
-    """Ask for ``flush`` to run when SIGTERM would kill the process (see :func:`ensure_sigterm_flush`)."""
-    global _sigterm_flush
+    """Ask for ``flush`` to run when SIGTERM would kill the process (see :func:`ensure_sigterm_flush`),
+    beside every other pipeline's."""
     with _sigterm_lock:
-        _sigterm_flush = flush
+        _sigterm_flushes.append(flush)
     ensure_sigterm_flush()
+
+
+def _flush_all() -> None:
+    """Every pipeline's flush at once (each is bounded by its own shutdown timeout), so the process
+    waits for the slowest, not for their sum."""
+    with _sigterm_lock:
+        flushes = list(_sigterm_flushes)
+
+    def run(flush: Callable[[], object]) -> None:
+        try:
+            flush()
+        except Exception:
+            logger.exception("his-otel flush on SIGTERM failed")
+
+    workers = [threading.Thread(target=run, args=(f,), name="his-otel-sigterm", daemon=True) for f in flushes]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
 
 def ensure_sigterm_flush() -> bool:
@@ -88,8 +110,7 @@ def ensure_sigterm_flush() -> bool:
     """
     global _warned_off_main
     with _sigterm_lock:
-        flush = _sigterm_flush
-        if flush is None:
+        if not _sigterm_flushes:
             return False
         try:
             current = signal.getsignal(signal.SIGTERM)
@@ -104,21 +125,22 @@ def ensure_sigterm_flush() -> bool:
         if threading.current_thread() is not threading.main_thread():
             if not _warned_off_main:
                 _warned_off_main = True
-                logger.warning(
+                text = (
                     "his-otel was configured off the main thread and SIGTERM has no handler: a SIGTERM"
                     " kills the process before pending status rows are written. Rows of finished"
                     " invocations are already written; to cover the rest, call his_otel.configure()"
                     " on the main thread at startup"
                 )
+                logger.warning(text)
+                # Said where a user sees it: at the SIGTERM itself nothing of ours can run.
+                notice.tell("sigterm-off-main", text.removeprefix("his-otel "))
             return False
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
             try:
                 # Write what is pending, bounded by the shutdown timeout, without shutting down:
                 # the process dies right after, as SIG_DFL would have made it.
-                flush()
-            except Exception:
-                logger.exception("his-otel flush on SIGTERM failed")
+                _flush_all()
             finally:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.raise_signal(signal.SIGTERM)
