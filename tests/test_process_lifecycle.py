@@ -249,6 +249,46 @@ def test_uvicorn_sigterm_with_a_request_in_flight_loses_no_row(ddb: Any, table: 
     assert [r["evt_type"] for r in session_rows(ddb, table, session)] == TOOL_RUN_ROWS, stderr
 
 
+def test_the_exporter_on_its_own_is_fork_safe_too(ddb: Any, table: str) -> None:
+    """``DynamoDBSpanExporter`` under the SDK's BatchSpanProcessor (no HISSpanProcessor), as the README
+    allows: a forked child gets its own connections and counts, and parent and child each write
+    exactly their own rows at once."""
+    session = new_session()
+    proc = run_script(
+        script("""
+        import uuid
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        exporter = his_otel.DynamoDBSpanExporter(T)
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=20))
+        spans = provider.get_tracer("t")
+        def emit(tag, n):
+            for i in range(n):
+                with spans.start_as_current_span(f"{tag} {i}") as span:
+                    attrs = {"his.session_id": f"{S}-{tag}", "his.event_id": str(uuid.uuid4())}
+                    attrs.update({"his.evt_type": "PROGRESS", "his.evt_message": f"{tag} {i}"})
+                    span.add_event("his.milestone", attrs)
+        emit("before", 3)
+        provider.force_flush()
+        pid = os.fork()
+        emit("child" if pid == 0 else "parent", 40)
+        provider.force_flush()
+        if pid == 0:
+            print(json.dumps({"child": exporter.rows_written}), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(json.dumps({"parent": exporter.rows_written}), flush=True)
+        """),
+        env={"T": table, "S": session},
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = {k: v for line in proc.stdout.splitlines() for k, v in json.loads(line).items()}
+    assert counts == {"child": 40, "parent": 43}
+    for tag, n in (("before", 3), ("child", 40), ("parent", 40)):
+        assert len(messages(ddb, table, f"{session}-{tag}")) == n
+
+
 def test_a_forked_child_starts_clean_and_parent_and_child_each_write_their_own_rows(
     ddb: Any, table: str, proxy: FaultProxy
 ) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -111,6 +113,19 @@ def milestones_of(span: ReadableSpan, events: Sequence[Event] | None = None) -> 
     return found, bad
 
 
+def _rebuild_in_forked_children(exporter: DynamoDBSpanExporter) -> None:
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - not POSIX
+        return
+    ref = weakref.ref(exporter)
+
+    def in_child() -> None:
+        target = ref()
+        if target is not None:
+            target.after_fork()
+
+    os.register_at_fork(after_in_child=in_child)
+
+
 class DynamoDBSpanExporter(SpanExporter):
     """Writes the ``his.milestone`` events of exported spans to DynamoDB; ignores everything else.
 
@@ -189,6 +204,9 @@ class DynamoDBSpanExporter(SpanExporter):
         self._counts_lock = threading.Lock()
         self.rows_written = 0
         self.rows_rejected = 0
+        # Used on its own (under the SDK's BatchSpanProcessor), nothing else would rebuild it in a
+        # forked child, which would then share the parent's DynamoDB connections.
+        _rebuild_in_forked_children(self)
 
     @property
     def append_only(self) -> bool:
