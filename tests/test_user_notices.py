@@ -84,3 +84,24 @@ def test_an_application_can_silence_or_raise_the_warning(moto_endpoint: str) -> 
     env = quick_shell(AWS_ENDPOINT_URL_DYNAMODB=moto_endpoint, PYTHONWARNINGS="ignore::UserWarning")
     proc = run("missing", env)
     assert said(proc.stderr) == []
+
+
+def test_the_warning_names_the_table_that_fails_when_several_are_in_use(moto_endpoint: str, ddb: Any) -> None:
+    """configure() names one table (which works); an agent writes another (which does not exist):
+    the warnings name the failing table, not configure()'s."""
+    create_table(ddb, "works-fine")
+    code = (
+        "import his_otel\n"
+        "his_otel.configure('works-fine')\n"
+        "from his_otel import HISAgent, ScriptedModel\n"
+        "model = ScriptedModel(['ok'])\n"
+        "agent = HISAgent(status_dynamo_table_name='not-there', session_id='s', model=model)\n"
+        "agent('hi')\n"
+    )
+    proc = run_script(code, quick_shell(AWS_ENDPOINT_URL_DYNAMODB=moto_endpoint), clean=True, timeout=120)
+    lines = said(proc.stderr)
+    failing = [line for line in lines if "are not being written" in line]
+    assert len(failing) == 1 and "'not-there'" in failing[0] and "works-fine" not in failing[0], lines
+    assert "his-otel create-table not-there" in failing[0]
+    lost = [line for line in lines if "were not written before shutdown" in line]
+    assert lost and "'not-there'" in lost[0] and "works-fine" not in lost[0], lines

@@ -199,7 +199,8 @@ class HISSpanProcessor(SpanProcessor):
         self._dropped: Counter[str] = Counter()
         self._retries = 0
         self._overflowing = False
-        self._failing: set[str] = set()
+        # (cause, the tables failing with it), as said in warnings.
+        self._failing: set[tuple[str, str]] = set()
         self._stop = False
         self._log = ThrottledLog(logger)
         self._workers: list[threading.Thread] = []
@@ -400,6 +401,13 @@ class HISSpanProcessor(SpanProcessor):
                 outcome = ExportOutcome(unwritten=list(batch), cause=type(e).__name__)
             self._settle(batch_id, batch, parked, outcome)
 
+    def _tables(self, milestones: list[Milestone]) -> str:
+        """The tables ``milestones`` go to, for a warning: each row's own (a HISAgent's), else the
+        exporter's default; quoted, comma-separated."""
+        honor = self.exporter.honor_event_table
+        names = sorted({(m.table if honor else "") or self.exporter.table_name for m in milestones})
+        return ", ".join(repr(n) for n in names) or repr(self.exporter.table_name)
+
     def _through(self, target: int) -> bool:
         """Whether the first ``target`` fresh milestones were all tried once (holding ``_cond``)."""
         return self._taken >= target and all(first >= target for first in self._batches.values())
@@ -415,16 +423,18 @@ class HISSpanProcessor(SpanProcessor):
             self._queued_bytes -= sum(m.approx_bytes() for m in batch)
             self._written += outcome.written
             self._rejected.update(outcome.rejected_causes)
+            refused_in = self._tables(outcome.rejected_milestones)
             for cause, count in outcome.rejected_causes.items():
                 said.append(
                     (
-                        f"rejected:{cause}",
-                        f"{count} status rows for table {self.exporter.table_name!r} can never be written:"
+                        f"rejected:{cause}:{refused_in}",
+                        f"{count} status rows for table {refused_in} can never be written:"
                         f" DynamoDB refused them ({cause}); see stats().rejected_causes and the his_otel"
                         " logger",
                     )
                 )
             expired: Counter[str] = Counter()
+            failing_in = self._tables(outcome.unwritten)
             for m in outcome.unwritten:
                 before = parked.get(m.event_id)
                 first = before.first_failure if before is not None else now
@@ -443,8 +453,8 @@ class HISSpanProcessor(SpanProcessor):
                 if self._parked_until <= now:
                     # Fresh rows failing meanwhile must not keep postponing the parked ones' retry.
                     self._parked_until = now + self._backoff
-                if outcome.cause not in self._failing:
-                    self._failing.add(outcome.cause)
+                if (outcome.cause, failing_in) not in self._failing:
+                    self._failing.add((outcome.cause, failing_in))
                     logger.error(
                         "cause=<%s>, pending=<%d>, max_row_age_s=<%g> | status rows not written; retrying"
                         " with backoff until they are older than the row age limit",
@@ -455,25 +465,26 @@ class HISSpanProcessor(SpanProcessor):
                     if not is_transient(outcome.cause):
                         said.append(
                             (
-                                f"failing:{outcome.cause}",
-                                f"status rows for table {self.exporter.table_name!r} are not being written:"
-                                f" {outcome.cause}; {advice(outcome.cause, self.exporter.table_name)}. They"
+                                f"failing:{outcome.cause}:{failing_in}",
+                                f"status rows for table {failing_in} are not being written:"
+                                f" {outcome.cause}; {advice(outcome.cause, failing_in.strip(chr(39)))}. They"
                                 f" are retried for up to {self._max_age_s:g} s, then dropped (and any still"
                                 " pending at exit).",
                             )
                         )
             elif not outcome.unwritten and (parked or not self._parked):
                 if self._failing:
-                    logger.warning("causes=<%s> | status rows are being written again", sorted(self._failing))
+                    causes = sorted({cause for cause, _ in self._failing})
+                    logger.warning("causes=<%s> | status rows are being written again", causes)
                 self._failing.clear()
                 self._backoff = 0.0
             for cause, count in expired.items():
                 said.append(
                     (
-                        f"expired:{cause}",
-                        f"{count} status rows for table {self.exporter.table_name!r} were dropped: writes"
+                        f"expired:{cause}:{failing_in}",
+                        f"{count} status rows for table {failing_in} were dropped: writes"
                         f" failed ({cause}) for longer than the row age limit ({self._max_age_s:g} s);"
-                        f" {advice(cause, self.exporter.table_name)}.",
+                        f" {advice(cause, failing_in.strip(chr(39)))}.",
                     )
                 )
                 self._log.error(
@@ -567,9 +578,9 @@ class HISSpanProcessor(SpanProcessor):
             flushed = not self._workers or self._wait(done, quiet)
             pending, failing = len(self._queue) + len(self._parked) + self._inflight, sorted(self._failing)
         if not flushed:
-            why = (
-                f"{', '.join(failing)}; {advice(failing[0], self.exporter.table_name)}" if failing else "slow"
-            )
+            causes = sorted({cause for cause, _ in failing})
+            tables = failing[0][1].strip("'") if failing else self.exporter.table_name
+            why = f"{', '.join(causes)}; {advice(causes[0], tables)}" if failing else "slow"
             notice.tell(
                 "shutdown-wait",
                 f"waiting up to {max(0.0, deadline - time.monotonic()):.0f} s more for {pending} status rows"
@@ -598,10 +609,12 @@ class HISSpanProcessor(SpanProcessor):
                 lost,
                 in_flight,
             )
+            where = ", ".join(sorted({t for _, t in self._failing})) or repr(self.exporter.table_name)
+            why_lost = ", ".join(sorted({cause for cause, _ in self._failing})) or "timeout"
             notice.tell(
                 "shutdown-lost",
-                f"{lost + in_flight} status rows for table {self.exporter.table_name!r} were not written"
-                f" before shutdown ({', '.join(sorted(self._failing)) or 'timeout'}); see stats().dropped",
+                f"{lost + in_flight} status rows for table {where} were not written"
+                f" before shutdown ({why_lost}); see stats().dropped",
             )
 
     def stats(self) -> ProcessorStats:
