@@ -21,6 +21,7 @@ from his_otel import (
     HISMultiAgentHooks,
     HISSwarm,
     ScriptedModel,
+    TimeoutConcurrentToolExecutor,
     ToolCall,
 )
 from his_otel.read import SessionCursor, session_rows
@@ -31,6 +32,15 @@ Rows = Callable[[str, str], list[dict[str, Any]]]
 
 def plain(name: str, turns: list[Any], tools: list[Any] | None = None) -> Agent:
     return Agent(name=name, model=ScriptedModel(turns), tools=tools or [], callback_handler=None)
+
+
+@tool
+def slow() -> str:
+    """A tool that takes longer than its executor allows."""
+    import time
+
+    time.sleep(2)
+    return "late"
 
 
 def handoff(to: str, message: str) -> ToolCall:
@@ -345,16 +355,28 @@ def test_a_graph_node_that_is_a_swarm_writes_its_rows_under_the_nodes_id(
 
 
 def test_a_hisagent_node_writes_to_the_orchestrations_session_once(his: Any, table: str, rows: Rows) -> None:
+    """Every row a HISAgent node causes goes where its lifecycle rows go: its model's write_dynamo
+    reports and its tools' TOOL_TIMEOUT rows too, never to the session it was built with."""
     session, elsewhere = new_session(), new_session()
+    report = ToolCall("write_dynamo", {"table_name": "t", "agent_id": "a", "session_id": "s",
+                                       "event_type": "PROGRESS", "message": "clerk reports"})  # fmt: skip
     named = HISAgent(
-        table, elsewhere, model=ScriptedModel([handoff("anon", "go"), "ok"]), name="named", agent_id="clerk"
-    )
-    anon = HISAgent(table, elsewhere, model=ScriptedModel(["done"]), name="anon")
+        table, elsewhere, model=ScriptedModel([report, handoff("anon", "go"), "ok"]), name="named",
+        agent_id="clerk",
+    )  # fmt: skip
+    anon = HISAgent(
+        table, elsewhere, model=ScriptedModel([ToolCall("slow", {}), "done"]), name="anon", tools=[slow],
+        tool_executor=TimeoutConcurrentToolExecutor(timeout_seconds=0.2),
+    )  # fmt: skip
     HISSwarm([named, anon], table, session)("go")
 
     got = rows(table, session)
     assert kinds(got, "clerk").count("START") == 1  # its explicit agent_id, one set of hooks
     assert kinds(got, "anon").count("START") == 1  # "default" would name every node alike
+    assert [r["evt_message"] for r in got if r["agent_id"] == "clerk" and r["evt_type"] == "PROGRESS"] == [
+        "clerk reports"
+    ]
+    assert kinds(got, "anon").count("TOOL_TIMEOUT") == 1
     assert rows(table, elsewhere) == []
 
 

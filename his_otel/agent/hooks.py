@@ -168,6 +168,10 @@ class HISHooks(HookProvider):
             # Code a tool calls finds this run's session through the context.
             previous = current_identity()
             self._tokens[key] = (set_identity(self.identity), previous)
+            if getattr(event.agent, "his_identity", None) is not None:
+                # An orchestration that adopted this agent placed it in its session: the model's
+                # reports (write_dynamo) and tool timeouts follow, as the lifecycle rows do.
+                event.agent.his_identity = self.identity  # type: ignore[attr-defined]
             # here-i-strand's tracker wrote this before START; from here it is also covered by the
             # end-of-invocation wait, which a stream callback after the invocation is not.
             self.emit(EventType.EVENT_LOOP, "init_event_loop", event.agent.trace_span)
