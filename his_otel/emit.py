@@ -89,7 +89,11 @@ def reset_identity(token: contextvars.Token[Identity | None], fallback: Identity
 
 @contextmanager
 def session(session_id: str, agent_id: str = "default", table: str = "") -> Iterator[Identity]:
-    """Make ``milestone()`` calls in this block default to the given session, agent and table."""
+    """Make ``milestone()`` calls in this block default to the given session, agent and table, and
+    set his-otel up (``configure(table)``) if nothing has: the block alone is enough for rows."""
+    from .tracing import ensure_configured
+
+    ensure_configured(table or None)
     identity = Identity(session_id=session_id, agent_id=agent_id, table=table)
     token = _current_identity.set(identity)
     try:

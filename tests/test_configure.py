@@ -227,3 +227,16 @@ def test_pending_rows_are_written_on_sigterm(ddb: Any, table: str) -> None:
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGTERM  # still dies of SIGTERM, as it would without us
     assert len(session_rows(ddb, table, session)) == 20
+
+
+def test_a_session_block_alone_is_enough_for_rows(ddb: Any, table: str) -> None:
+    """The README's ``with his_otel.session(...)``, outside any agent, with no configure() call."""
+    session = new_session()
+    proc = run_script(
+        f"import his_otel\n"
+        f"with his_otel.session({session!r}, agent_id='batch', table={table!r}):\n"
+        f"    for i in range(3):\n"
+        f"        his_otel.milestone('PROGRESS', f'step {{i}}')\n"
+    )
+    assert proc.returncode == 0 and "HISOtelWarning" not in proc.stderr, proc.stderr
+    assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["step 0", "step 1", "step 2"]

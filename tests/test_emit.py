@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -58,7 +59,9 @@ def _events(span: object) -> list[dict[str, object]]:
     return [dict(e.attributes) for e in span.events if e.name == EVENT_NAME]  # type: ignore[attr-defined]
 
 
-def test_identity_comes_from_the_session_block() -> None:
+def test_identity_comes_from_the_session_block(his: Any) -> None:
+    # ``his``: the session block configures his-otel if nothing has; here the test session's own
+    # provider and pipeline are in place first.
     with tracer.start_as_current_span("work") as span:
         with session("s-ctx", agent_id="a-ctx", table="t-ctx"):
             milestone("START", "go")
