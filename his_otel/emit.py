@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,6 +126,41 @@ def _copies(pipelines: list[HISSpanProcessor]) -> tuple[bool, bool]:
     return bool(modes - {"log"}), bool(modes - {"span"})
 
 
+_refused: Counter[str] = Counter()
+
+
+def refused_at_emission() -> dict[str, int]:
+    """``milestone()`` calls refused in this process, by cause (also in each pipeline's stats())."""
+    return dict(_refused)
+
+
+def _text_of(message: object) -> str:
+    try:
+        return clean_text(message if isinstance(message, str) else str(message))
+    except Exception as e:
+        raise InvalidMilestoneError(
+            f"the message cannot be turned into text ({type(e).__name__})", "message not text"
+        ) from None
+
+
+def _refuse(cause: str, detail: str, span: trace_api.Span | None) -> None:
+    """Count a refused ``milestone()`` call where its pipelines' stats show it, and say it once per
+    cause. The detail names the field and its size (bounded), never the message text."""
+    _refused[cause] += 1
+    try:
+        target = span if span is not None else trace_api.get_current_span()
+        for pipeline in routing.pipelines_for(target):
+            pipeline.refused(cause)
+    except Exception:  # pragma: no cover - counting must never fail the caller
+        logger.debug("refusal not counted in a pipeline", exc_info=True)
+    logger.warning("cause=<%s>, error=<%s> | milestone not recorded", cause, detail[:200])
+    notice.tell(
+        f"refused:{cause}",
+        f"a milestone was refused ({cause}: {detail[:200]}); no row written. Each refusal is"
+        " counted in stats().refused_causes",
+    )
+
+
 def milestone(
     evt_type: str | EventType,
     message: str = "",
@@ -182,7 +218,7 @@ def milestone(
             agent_id=clean_text(str(aid or "default")).strip() or "default",
             evt_type=normalize_evt_type(evt_type),
             # Replaced here, so the span event, every exporter and the row carry the same valid text.
-            evt_message=clean_text(message if isinstance(message, str) else str(message)),
+            evt_message=_text_of(message),
             timestamp_ns=time.time_ns(),
             trace_id=ctx.trace_id,
             span_id=ctx.span_id,
@@ -224,9 +260,8 @@ def milestone(
                 )
         return m.event_id
     except InvalidMilestoneError as e:
-        # The error names the field and its size, never the message text.
-        logger.warning("evt_type=<%s> | milestone not recorded: %s", evt_type, e)
+        _refuse(e.cause, str(e), span)
         return None
     except Exception as e:
-        logger.error("evt_type=<%s>, error=<%s> | milestone not recorded", evt_type, type(e).__name__)
+        _refuse("emission failed", type(e).__name__, span)
         return None

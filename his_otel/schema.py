@@ -125,15 +125,27 @@ may not write these through ``write_dynamo`` (it could tell a UI that a run ende
 
 
 class InvalidMilestoneError(ValueError):
-    """A span event that cannot become a row (missing ids, malformed type)."""
+    """A span event that cannot become a row (missing ids, malformed type). ``cause`` names the kind
+    (``invalid evt_type``, ``session_id too long``, ...): a short, fixed text, for counting."""
+
+    def __init__(self, message: str, cause: str = "invalid milestone") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def normalize_evt_type(evt_type: str | EventType) -> str:
     """Return ``evt_type`` upper-cased, or raise :class:`InvalidMilestoneError` if it is not a valid name."""
+    if not isinstance(evt_type, (str, Enum)):
+        # None would become "NONE", a number "123...": neither is a name someone chose.
+        raise InvalidMilestoneError(
+            f"evt_type must be a string, got {type(evt_type).__name__}", "invalid evt_type"
+        )
     value = evt_type.value if isinstance(evt_type, Enum) else str(evt_type).strip().upper()
     if not _EVT_TYPE_RE.match(value):
         # Bounded: the type may be a sender's megabyte, and this text is logged and answered.
-        raise InvalidMilestoneError(f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {value[:80]!r}")
+        raise InvalidMilestoneError(
+            f"evt_type must match {_EVT_TYPE_RE.pattern!r}, got {value[:80]!r}", "invalid evt_type"
+        )
     return value
 
 
@@ -207,9 +219,9 @@ def _utf8_len(text: str) -> int:
 def check_ids(session_id: str, event_id: str, agent_id: str) -> None:
     """Raise :class:`InvalidMilestoneError` when an id cannot be stored (DynamoDB's key limits)."""
     if not session_id:
-        raise InvalidMilestoneError("missing his.session_id")
+        raise InvalidMilestoneError("missing his.session_id", "no session_id")
     if not event_id:
-        raise InvalidMilestoneError("missing his.event_id")
+        raise InvalidMilestoneError("missing his.event_id", "no event_id")
     for name, value, limit in (
         ("session_id", session_id, MAX_SESSION_ID_BYTES),
         ("event_id", event_id, MAX_EVENT_ID_BYTES),
@@ -219,7 +231,9 @@ def check_ids(session_id: str, event_id: str, agent_id: str) -> None:
             continue  # no character takes more than four bytes
         size = _utf8_len(value)
         if size > limit:
-            raise InvalidMilestoneError(f"{name} is {size} bytes in UTF-8; the limit is {limit}")
+            raise InvalidMilestoneError(
+                f"{name} is {size} bytes in UTF-8; the limit is {limit}", f"{name} too long"
+            )
 
 
 def truncate_utf8(text: str, max_bytes: int) -> tuple[str, int]:

@@ -105,3 +105,57 @@ def test_ids_beyond_dynamodbs_key_limits_are_refused_with_the_reason(
     assert not _events(span)
     assert "session_id is 2049 bytes in UTF-8; the limit is 2048" in caplog.text
     assert "agent_id is 1025 bytes" in caplog.text
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text here")
+
+
+def test_refusals_at_emission_are_counted_by_cause_and_said_once(his: Any) -> None:
+    """Every milestone() call that cannot become a milestone returns None, is counted under its cause
+    in the pipeline's stats(), and each cause is said once as a HISOtelWarning (bounded, no text)."""
+    import warnings
+
+    from his_otel import HISOtelWarning
+
+    before = dict(his.stats().refused_causes)
+    calls: list[tuple[Any, Any, dict[str, Any]]] = [
+        (123, "m", {}),
+        ("Progress update", "m", {}),
+        ("A" * 65, "m", {}),
+        ("PRÖGRESS", "m", {}),
+        ("NUL\0", "m", {}),
+        (None, "m", {}),
+        ("X" * 1_000_000, "m", {}),
+        ("PROGRESS", "m", {"session_id": "s" * 2049}),
+        ("PROGRESS", "m", {"agent_id": "a" * 1025}),
+        ("PROGRESS", _Unprintable(), {}),
+    ]
+    from opentelemetry import trace
+
+    # A span of the global provider, which the ``his`` pipeline serves.
+    with trace.get_tracer("t").start_as_current_span("work"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for evt_type, message, ids in calls:
+            assert milestone(evt_type, message, **{"session_id": "s-refused", **ids}) is None
+    after = his.stats().refused_causes
+    grown = {cause: after.get(cause, 0) - before.get(cause, 0) for cause in after}
+    assert grown == {
+        "invalid evt_type": 7,
+        "session_id too long": 1,
+        "agent_id too long": 1,
+        "message not text": 1,
+    }
+    said = [str(w.message) for w in caught if issubclass(w.category, HISOtelWarning)]
+    assert all(len(text) < 600 for text in said) and not any("X" * 100 in text for text in said)
+
+
+def test_write_dynamo_called_from_python_without_a_destination_records_nothing(his: Any) -> None:
+    from his_otel import write_dynamo
+
+    assert write_dynamo(None, None, None, None, None) == (  # type: ignore[arg-type]
+        "error: nothing recorded: table_name, session_id must be given as text"
+    )
+    answer = write_dynamo("t", "a", "s", "X" * 1_000_000, "m")
+    assert answer.startswith("error:") and len(answer) < 300

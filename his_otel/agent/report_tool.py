@@ -52,13 +52,20 @@ def write_dynamo(
         event_type: Upper-case event type, e.g. START, TOOLING, PROGRESS, COMPLETION, ERROR.
         message: Short description of the status or a JSON payload.
     """
-    evt_type = _NOT_A_NAME.sub("_", str(event_type).strip().upper()).strip("_") or "PROGRESS"
     if tool_context is None:
-        # A direct call from Python: the developer's code names the destination.
+        # A direct call from Python: the developer's code names the destination, so it must name one.
         from .compat import record
 
-        event_id = record(str(table_name), str(session_id), str(agent_id), evt_type, str(message))
-        return f"recorded {evt_type}" if event_id else f"error: event {evt_type!r} not recorded"
+        missing = [n for n, v in (("table_name", table_name), ("session_id", session_id)) if not v]
+        if missing or not isinstance(event_type, str):
+            what = ", ".join(missing) or f"event_type ({type(event_type).__name__})"
+            return f"error: nothing recorded: {what} must be given as text"
+        evt_type = _NOT_A_NAME.sub("_", event_type.strip().upper()).strip("_") or "PROGRESS"
+        event_id = record(
+            str(table_name), str(session_id), str(agent_id or "default"), evt_type, str(message)
+        )
+        return f"recorded {evt_type}" if event_id else f"error: event {evt_type[:80]!r} not recorded"
+    evt_type = _NOT_A_NAME.sub("_", str(event_type).strip().upper()).strip("_") or "PROGRESS"
     identity = _identity_of(tool_context)
     if identity is None:
         return "error: not running inside a HISAgent session; nothing recorded"
@@ -82,5 +89,5 @@ def write_dynamo(
         table=identity.table,
     )
     if event_id is None:
-        return f"error: event_type {event_type!r} is not a valid event type; nothing recorded"
+        return f"error: event_type {str(event_type)[:80]!r} is not a valid event type; nothing recorded"
     return f"recorded {evt_type}"

@@ -77,6 +77,10 @@ class ProcessorStats:
     """Distinct milestones this pipeline took."""
     rejected_causes: Mapping[str, int] = field(default_factory=dict)
     dropped_causes: Mapping[str, int] = field(default_factory=dict)
+    refused: int = 0
+    """``milestone()`` calls refused before they became milestones (an invalid type, an id over its
+    limit, a message that is not text): never submitted, so outside the sum above."""
+    refused_causes: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -197,6 +201,7 @@ class HISSpanProcessor(SpanProcessor):
         self._written = 0
         self._rejected: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()
         self._retries = 0
         self._overflowing = False
         # (cause, the tables failing with it), as said in warnings.
@@ -630,4 +635,11 @@ class HISSpanProcessor(SpanProcessor):
                 submitted=self._submitted,
                 rejected_causes=dict(self._rejected),
                 dropped_causes=dict(self._dropped),
+                refused=self._refused.total(),
+                refused_causes=dict(self._refused),
             )
+
+    def refused(self, cause: str) -> None:
+        """Count a ``milestone()`` call refused at emission (see ``ProcessorStats.refused``)."""
+        with self._cond:
+            self._refused[cause] += 1
