@@ -105,3 +105,62 @@ def test_the_warning_names_the_table_that_fails_when_several_are_in_use(moto_end
     assert "his-otel create-table not-there" in failing[0]
     lost = [line for line in lines if "were not written before shutdown" in line]
     assert lost and "'not-there'" in lost[0] and "works-fine" not in lost[0], lines
+
+
+@pytest.fixture
+def not_dynamodb() -> Any:
+    """An HTTP server on loopback that answers every request 200 with an HTML page, as Jaeger's UI
+    port does."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            body = b"<html><body>jaeger</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_an_endpoint_that_answers_200_but_is_not_dynamodb_loses_nothing_in_silence(not_dynamodb: str) -> None:
+    """Rows count as written only when DynamoDB said so in its own terms: an agent says the endpoint
+    did not answer like DynamoDB and counts nothing written; the bridge answers "retry"; tail and
+    create-table fail at once with the sentence."""
+    from bridge_kit import milestone_spans, post, protobuf_body
+
+    from helpers import his_otel
+    from his_otel.bridge import Bridge
+
+    code = (
+        "import his_otel\n"
+        "from his_otel import HISAgent, ScriptedModel\n"
+        "HISAgent(status_dynamo_table_name='t', session_id='s', model=ScriptedModel(['done']))('hi')\n"
+        "print('written', his_otel.current_handle().stats().written)\n"
+    )
+    proc = run_script(code, quick_shell(AWS_ENDPOINT_URL_DYNAMODB=not_dynamodb), clean=True, timeout=120)
+    assert proc.returncode == 0 and "written 0" in proc.stdout, proc.stdout + proc.stderr
+    failing = [line for line in said(proc.stderr) if "are not being written" in line]
+    assert failing and "not like DynamoDB" in failing[0], proc.stderr
+
+    bridge = Bridge("t", port=0, grpc_port=0, endpoint_url=not_dynamodb, write_timeout_millis=500).start()
+    try:
+        answer = post(f"{bridge.url}/v1/traces", protobuf_body(milestone_spans("s", 2)))
+        assert answer.status == 503 and bridge.stats.rows_written == 0
+    finally:
+        bridge.shutdown(timeout_s=5)
+
+    env = quick_shell()
+    for args in (("tail", "s", "--table", "t"), ("create-table", "t")):
+        done = his_otel(*args, "--endpoint", not_dynamodb, env=env, timeout=60)
+        assert done.returncode != 0 and "did not answer like DynamoDB" in done.stderr, done.stderr

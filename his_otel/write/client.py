@@ -32,8 +32,8 @@ class ClientSource:
     def factory(self) -> Callable[[], Any]:
         if self.client is not None:
             caller_client = self.client
-            return lambda: caller_client
-        return self._build
+            return lambda: insist_on_dynamodb(caller_client)
+        return lambda: insist_on_dynamodb(self._build())
 
     def _build(self) -> Any:
         import boto3
@@ -128,3 +128,36 @@ def drop_inherited_connections(client: Any) -> None:
             " client (his-otel then builds its own per process) to be fork-safe",
             type(client).__name__,
         )
+
+
+class NotDynamoDBError(Exception):
+    """The endpoint answered, but not as DynamoDB does (a web UI or another service answering 200)."""
+
+
+# DynamoDB (and DynamoDB Local, moto, dynalite) answer every call in its JSON 1.0 protocol.
+_DYNAMODB_CONTENT_TYPE = "application/x-amz-json-1"
+
+
+def _answers_like_dynamodb(http_response: Any = None, **kwargs: Any) -> None:
+    """botocore ``after-call`` hook: a success is one only in DynamoDB's own terms. botocore parses a
+    200 ``text/html`` page as an empty answer, which would count every row as written."""
+    headers = getattr(http_response, "headers", None)
+    if headers is None:
+        return  # a stubbed client (botocore's Stubber): no HTTP at all
+    kind = str(headers.get("content-type", ""))
+    ok = int(getattr(http_response, "status_code", 200)) < 300
+    if ok and not kind.startswith(_DYNAMODB_CONTENT_TYPE):
+        url = str(getattr(http_response, "url", "") or "the endpoint")
+        endpoint = url.split("?", 1)[0]
+        raise NotDynamoDBError(
+            f"{endpoint} did not answer like DynamoDB (HTTP {http_response.status_code}, {kind or 'no'}"
+            " content type): check AWS_ENDPOINT_URL_DYNAMODB / endpoint_url"
+        )
+
+
+def insist_on_dynamodb(client: Any) -> Any:
+    """Make ``client`` raise :class:`NotDynamoDBError` for an answer that is not DynamoDB's."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is not None:
+        events.register("after-call.dynamodb", _answers_like_dynamodb, unique_id="his-otel-insist-dynamodb")
+    return client

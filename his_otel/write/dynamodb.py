@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..schema import KEY_EVENT_ID, KEY_SESSION_ID, Item
-from .client import drop_inherited_connections
+from .client import NotDynamoDBError, drop_inherited_connections
 from .inflight import InFlight
 from .throttled_log import ThrottledLog
 
@@ -71,6 +71,10 @@ ADVICE = {
     "NoCredentialsError": "configure AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, a role)",
     "PartialCredentialsError": "complete the AWS credentials",
     "NoRegionError": "set AWS_REGION or AWS_DEFAULT_REGION",
+    "NotDynamoDBError": (
+        "the endpoint answered, but not like DynamoDB: check AWS_ENDPOINT_URL_DYNAMODB / endpoint_url"
+        " (a web UI or another service answers there)"
+    ),
 }
 # Retried like throttling, but a person may have to act (and hear about it) all the same.
 UNREACHABLE_ADVICE = (
@@ -437,6 +441,9 @@ class DynamoDBWriter:
             )
             return _Outcome(give_back=True, error=code)
         name = type(e).__name__
+        if isinstance(e, NotDynamoDBError):
+            self._log.error(name, "error=<%s> | rows are kept and retried with backoff", e)
+            return _Outcome(give_back=True, error=name)
         if isinstance(e, BotoCoreError):
             if name in ADVICE:
                 self._log.error(name, "error=<%s> | cannot sign DynamoDB requests: %s", e, ADVICE[name])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..schema import KEY_EVENT_ID, KEY_SESSION_ID
-from .client import client_arguments
+from .client import NotDynamoDBError, client_arguments, insist_on_dynamodb
 
 
 class TableError(Exception):
@@ -39,7 +39,7 @@ def make_client(endpoint: str | None) -> Any:
     import boto3
 
     try:
-        return boto3.client("dynamodb", **client_arguments(endpoint))
+        return insist_on_dynamodb(boto3.client("dynamodb", **client_arguments(endpoint)))
     except Exception as e:  # botocore's NoRegionError and friends
         raise explain(e, endpoint) from e
 
@@ -61,6 +61,8 @@ def explain(e: Exception, endpoint: str | None) -> TableError:
         )
     if isinstance(e, EndpointConnectionError):
         return TableError(f"cannot reach DynamoDB at {where}: {e}")
+    if isinstance(e, NotDynamoDBError):
+        return TableError(f"{e}: is the endpoint a DynamoDB one?")
     not_dynamodb = f"{where} did not answer like DynamoDB"
     if isinstance(e, ClientError):
         code = str(e.response.get("Error", {}).get("Code", ""))
