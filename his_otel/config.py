@@ -1,9 +1,10 @@
 """Names of every environment variable his-otel reads, and how a value is resolved.
 
-Precedence everywhere: an explicit argument, then the environment, then the default. A bad
-argument raises ``ValueError`` at construction; a bad environment value logs a warning and falls
-back to the default (the OpenTelemetry SDK's convention), so a typo in a deployment never stops an
-agent from starting.
+Precedence everywhere: an explicit argument, then the environment, then the default. One rule for
+every setting: a bad value, argument or environment variable alike, raises :class:`InvalidSettingError`
+(a ``ValueError``) where it is read, naming the setting, the value and what is expected. his-otel
+never falls back to a default in silence: ``HIS_OTEL_MESSAGE_MODE=dropp`` would otherwise keep full
+model text in every row and span, and a port or a yes/no that is not one would change what runs.
 """
 
 from __future__ import annotations
@@ -71,6 +72,20 @@ DEFAULT_LOG_SCHEDULE_DELAY_MS = 200
 DEFAULT_LOG_QUEUE_SIZE = 32_768
 
 
+class InvalidSettingError(ValueError):
+    """A setting (an argument or a ``HIS_OTEL_*`` variable) has a value his-otel cannot use."""
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _bad_env(env: str, raw: str, expected: str) -> InvalidSettingError:
+    return InvalidSettingError(
+        f"{env}={raw[:100]!r} is not valid: expected {expected} (unset it for the default)"
+    )
+
+
 def _arg_name(env: str) -> str:
     """The argument a variable stands for, for error messages: HIS_OTEL_REPORTING -> reporting."""
     return env.removeprefix("HIS_OTEL_").lower()
@@ -88,7 +103,7 @@ def resolve_int(
             or arg < minimum
             or (maximum is not None and arg > maximum)
         ):
-            raise ValueError(f"{_arg_name(env)}: expected an integer {bounds}, got {arg!r}")
+            raise InvalidSettingError(f"{_arg_name(env)}: expected an integer {bounds}, got {arg!r}")
         return arg
     raw = os.environ.get(env)
     if raw is None or raw.strip() == "":
@@ -98,14 +113,7 @@ def resolve_int(
     except ValueError:
         value = minimum - 1
     if value < minimum or (maximum is not None and value > maximum):
-        logger.warning(
-            "env=<%s>, value=<%s> | invalid value (expected an integer %s), using default %s",
-            env,
-            raw,
-            bounds,
-            default,
-        )
-        return default
+        raise _bad_env(env, raw, f"an integer {bounds}")
     return value
 
 
@@ -113,14 +121,13 @@ def resolve_choice(arg: str | None, env: str, default: str, choices: tuple[str, 
     """Resolve a string knob that must be one of ``choices``."""
     if arg is not None:
         if arg not in choices:
-            raise ValueError(f"{_arg_name(env)}: expected one of {choices}, got {arg!r}")
+            raise InvalidSettingError(f"{_arg_name(env)}: expected one of {choices}, got {arg!r}")
         return arg
     raw = os.environ.get(env, "").strip().lower()
     if not raw:
         return default
     if raw not in choices:
-        logger.warning("env=<%s>, value=<%s> | invalid value, using default %s", env, raw, default)
-        return default
+        raise _bad_env(env, raw, f"one of {', '.join(choices)}")
     return raw
 
 
@@ -130,8 +137,17 @@ def resolve_str(arg: str | None, env: str, default: str = "") -> str:
     return os.environ.get(env, "").strip() or default
 
 
-def env_flag(env: str) -> bool:
-    return os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
+def env_flag(env: str, default: bool = False) -> bool:
+    """A yes/no variable: ``1/true/yes/on`` or ``0/false/no/off`` (any case); unset or empty is
+    ``default``; anything else raises."""
+    raw = os.environ.get(env, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise _bad_env(env, raw, "one of " + ", ".join(TRUE_WORDS + FALSE_WORDS))
 
 
 def resolve_region(arg: str | None = None) -> str | None:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from . import config, log_copy
+from . import config, log_copy, notice
 from .capture import lifecycle
 from .capture.live import HISSpanProcessor, ProcessorStats
 from .write.exporter import DynamoDBSpanExporter, MessageFilter
@@ -237,14 +237,20 @@ def current_handle() -> Handle | None:
 
 def ensure_configured(table_name: str | None) -> None:
     """:func:`configure` for ``table_name`` unless it has run for the global provider or his-otel is
-    disabled (``HIS_OTEL_DISABLED``). Never raises: without a pipeline there are no rows, and the
-    agent runs on."""
+    disabled (``HIS_OTEL_DISABLED``). Raises only :class:`~his_otel.config.InvalidSettingError` (a
+    setting no one can use: refusing to start is the loud way); any other failure is said, and the
+    agent runs on without rows."""
     if current_handle() is not None or config.env_flag(config.ENV_DISABLED):
         return
     try:
         configure(table_name)
-    except Exception:
+    except config.InvalidSettingError:
+        raise
+    except Exception as e:
         logger.exception("his-otel could not configure tracing; no status rows will be written")
+        notice.tell(
+            "configure", f"could not set up status rows ({type(e).__name__}: {e}); none will be written"
+        )
 
 
 def configure(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import TOOL_RUN_ROWS, new_session, run_script
+from helpers import TOOL_RUN_ROWS, his_otel, new_session, run_script
 from his_otel.read import session_rows
 
 AGENT_RUN = """
@@ -240,3 +240,22 @@ def test_a_session_block_alone_is_enough_for_rows(ddb: Any, table: str) -> None:
     )
     assert proc.returncode == 0 and "HISOtelWarning" not in proc.stderr, proc.stderr
     assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["step 0", "step 1", "step 2"]
+
+
+def test_one_rule_for_every_setting_a_bad_value_refuses_to_start_loudly(table: str) -> None:
+    """A privacy setting with a typo never keeps full text; a yes/no that is neither, a port that is
+    not one, refuse as their arguments do: a sentence naming the variable, with no logging set up."""
+    agent = (
+        "from his_otel import HISAgent, ScriptedModel\n"
+        f"HISAgent({table!r}, 's', model=ScriptedModel(['ok']))('hi')\n"
+        "print('ran')\n"
+    )
+    for env, value in (("HIS_OTEL_MESSAGE_MODE", "dropp"), ("HIS_OTEL_COPIES", "logs"),
+                       ("HIS_OTEL_DISABLED", "maybe"), ("HIS_OTEL_MAX_QUEUE_SIZE", "lots")):  # fmt: skip
+        proc = run_script(agent, {env: value})
+        assert proc.returncode != 0 and "ran" not in proc.stdout, (env, proc.stdout)
+        assert f"{env}={value!r} is not valid" in proc.stderr, (env, proc.stderr)
+    for env, value in (("HIS_OTEL_BRIDGE_ALLOW_UNAUTHENTICATED", "maybe"), ("HIS_OTEL_BRIDGE_PORT", "http")):
+        bridge = his_otel("bridge", "--table", table, extra_env={env: value}, timeout=60)
+        assert bridge.returncode != 0 and f"{env}={value!r} is not valid" in bridge.stderr, bridge.stderr
+        assert "Traceback" not in bridge.stderr, bridge.stderr

@@ -17,7 +17,6 @@ import asyncio
 import inspect
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -53,10 +52,10 @@ KEEP_ALIVE_S = 30  # longer than a collector's batch timeout, so its connections
 
 
 def switch(arg: bool | None, env: str) -> bool:
-    """An on-by-default switch: the argument, else off only when ``env`` says 0/false/no/off."""
+    """An on-by-default switch: the argument, else ``env`` (a yes/no; anything else raises)."""
     if arg is not None:
         return arg
-    return os.environ.get(env, "").strip().lower() not in ("0", "false", "no", "off")
+    return config.env_flag(env, default=True)
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
