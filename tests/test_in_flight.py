@@ -125,3 +125,41 @@ def test_a_slow_call_holds_up_only_its_own_rows(proxy: FaultProxy, ddb: Any, tab
         assert puts_of(proxy, table, slow) == [1] and puts_of(proxy, table, fast) == [1]
     finally:
         processor.shutdown()
+
+
+@pytest.mark.parametrize("append_only", [False, True], ids=["batches", "conditional-puts"])
+def test_several_callers_of_one_writer_share_one_bound(
+    proxy: FaultProxy, ddb: Any, table: str, append_only: bool
+) -> None:
+    """Eight threads writing through one exporter at once (as the bridge's requests and the
+    processor's writer threads do): the calls in flight at DynamoDB never exceed the writer's bound,
+    however many callers there are (a pool alone bounds only its own submissions)."""
+    proxy.faults = Faults(delay_s=0.05)
+    bound = 3
+    exporter = DynamoDBSpanExporter(
+        table,
+        endpoint_url=proxy.endpoint,
+        writes_in_flight=bound,
+        puts_in_flight=bound,
+        append_only=append_only,
+    )
+    exporter.export_milestones(milestones(25, new_session()))  # sizes the writer to the latency
+    proxy.counters.peak_in_flight = 0
+    sessions = [new_session() for _ in range(8)]
+    results: list[Any] = []
+    # Writes of one call each (a batch of 20; one conditional put), which run on their caller's
+    # thread: only the writer's gate stands between eight callers and DynamoDB.
+    per_call = 1 if append_only else 20
+
+    def write(session: str) -> None:
+        for _ in range(5):
+            results.append(exporter.export_milestones(milestones(per_call, session), 120))
+
+    callers = [threading.Thread(target=write, args=(s,)) for s in sessions]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(results) == 40 and all(r.written == per_call and not r.unwritten for r in results)
+    assert 1 <= proxy.counters.peak_in_flight <= bound, proxy.counters.peak_in_flight
+    exporter.shutdown()

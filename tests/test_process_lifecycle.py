@@ -413,3 +413,26 @@ def test_gunicorn_preforked_workers_write_every_row_through_a_graceful_sigterm(
         rows = session_rows(ddb, table, session)
         assert [r["evt_type"] for r in rows] == [*TOOL_RUN_ROWS, "PROGRESS"], stderr
         assert rows[-1]["evt_message"] == "request served"
+
+
+def test_an_invocations_rows_are_written_when_it_returns(ddb: Any, table: str) -> None:
+    """The end of each invocation waits for its rows: with a minute of batching delay and no flush,
+    every row of the run is in DynamoDB the moment ``agent(...)`` returns (what a server's response,
+    or a SIGTERM right after it, relies on), and what is emitted outside an invocation is not."""
+    session = new_session()
+    proc = run_script(
+        script("""
+        from his_otel import HISAgent, ScriptedModel
+        from his_otel.read import session_rows
+        import boto3
+        his_otel.configure(T, schedule_delay_millis=60_000)
+        HISAgent(T, S, model=ScriptedModel(["done"]))("hi")
+        client = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL_DYNAMODB"])
+        print(json.dumps([r["evt_type"] for r in session_rows(client, T, S)]), flush=True)
+        os._exit(0)  # no exit flush: only what the invocation's end wrote is there
+        """),
+        env={"T": table, "S": session},
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"START", "COMPLETION", "AGENT_STATS", "RESULT"} <= set(written), written

@@ -164,3 +164,17 @@ def test_an_endpoint_that_answers_200_but_is_not_dynamodb_loses_nothing_in_silen
     for args in (("tail", "s", "--table", "t"), ("create-table", "t")):
         done = his_otel(*args, "--endpoint", not_dynamodb, env=env, timeout=60)
         assert done.returncode != 0 and "did not answer like DynamoDB" in done.stderr, done.stderr
+
+
+def test_a_full_queue_and_rows_dropped_at_the_age_limit_are_said_without_logging(moto_endpoint: str) -> None:
+    code = (
+        "import his_otel\n"
+        "his_otel.configure('not-a-table', max_queue_size=3, max_row_age_millis=300)\n"
+        "for i in range(10):\n"
+        "    his_otel.milestone('PROGRESS', f'{i}', session_id='s')\n"
+        "import time; time.sleep(3)\n"
+    )
+    proc = run_script(code, quick_shell(AWS_ENDPOINT_URL_DYNAMODB=moto_endpoint), clean=True, timeout=120)
+    lines = said(proc.stderr)
+    assert any("status queue full" in line for line in lines), proc.stderr
+    assert any("were dropped: writes failed (ResourceNotFoundException)" in line for line in lines), lines
