@@ -250,7 +250,9 @@ def milestone(
                 _warned_no_pipeline = True
                 notice.tell(
                     "no-pipeline",
-                    "a milestone was recorded but no row written: his-otel is not configured for this"
+                    f"{config.ENV_DISABLED} is set: milestones are recorded on spans, but no row is written"
+                    if config.env_flag(config.ENV_DISABLED)
+                    else "a milestone was recorded but no row written: his-otel is not configured for this"
                     " span's tracer provider (call his_otel.configure(TABLE) or use HISAgent)",
                 )
                 logger.warning(

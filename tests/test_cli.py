@@ -209,3 +209,36 @@ assert handle.force_flush(10_000), handle.stats()
     )
     assert proc.returncode == 0, proc.stderr
     assert [r["evt_message"] for r in session_rows(ddb, table, session)] == ["from a Lambda"]
+
+
+def test_small_mistakes_get_one_clear_sentence(table: str, moto_endpoint: str, ddb: Any) -> None:
+    """An endpoint without its scheme, one port for both protocols, a pipe closed early: each a
+    sentence (or a quiet end), never a traceback."""
+    from helpers import his_otel, new_session, run_script
+
+    bare = his_otel("tail", "s", "--table", table, "--endpoint", "localhost:8000", timeout=60)
+    assert bare.returncode == 2 and "has no scheme: write http://localhost:8000" in bare.stderr, bare.stderr
+    same = his_otel("bridge", "--table", table, "--port", "45999", "--grpc-port", "45999", timeout=60)
+    assert (
+        same.returncode != 0 and "cannot share port 45999" in same.stderr and "Traceback" not in same.stderr
+    )
+    session = new_session()
+    for i in range(300):
+        ddb.put_item(TableName=table, Item={"session_id": {"S": session}, "event_id": {"S": f"{i:05d}"},
+                                            "evt_type": {"S": "PROGRESS"}})  # fmt: skip
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tail = str(Path(sys.executable).with_name("his-otel"))
+    piped = subprocess.run(
+        f"{tail} tail {session} --table {table} --endpoint {moto_endpoint} | head -n 1",
+        shell=True, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert piped.stdout.count("\n") == 1 and "BrokenPipeError" not in piped.stderr, piped.stderr
+    disabled = run_script(
+        "from his_otel import HISAgent, ScriptedModel\n"
+        f"HISAgent({table!r}, 's', model=ScriptedModel(['ok']))('hi')\n",
+        {"HIS_OTEL_DISABLED": "yes"},
+    )
+    assert "HIS_OTEL_DISABLED is set" in disabled.stderr, disabled.stderr

@@ -127,6 +127,8 @@ class OTLPHttpApp:
         as_json = headers.get("content-type", "").split(";", 1)[0].strip().lower() == JSON
         path = scope.get("path", "").rstrip("/") or "/"
         method = scope.get("method", "GET")
+        if path not in BY_PATH:
+            as_json = True  # /stats, /health, a wrong path: answered in JSON, whoever asks
         try:
             signal = BY_PATH.get(path)
             if signal is not None:

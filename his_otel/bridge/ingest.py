@@ -19,6 +19,7 @@ from typing import Any
 
 from ..schema import Milestone
 from ..write.dynamodb import ADVICE, THROTTLE_CODES
+from ..write.dynamodb import advice as advice_for
 from ..write.exporter import DynamoDBSpanExporter, ExportOutcome
 from ..write.throttled_log import ThrottledLog
 from .decode import Received
@@ -204,7 +205,8 @@ class Ingest:
             now = time.monotonic()
             since = self._failing_since = self._failing_since or now
             throttled = outcome.cause in THROTTLE_CODES or outcome.cause == "UnprocessedItems"
-            advice = ADVICE.get(outcome.cause, "")
+            # Filled in ("create-table <its table>"): the sender's operator reads it in its log.
+            advice = advice_for(outcome.cause, self.exporter.table_name) if outcome.cause in ADVICE else ""
             return Verdict(
                 Answer.THROTTLED if throttled else Answer.UNAVAILABLE,
                 retry_after_s=int(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, (now - since) / 2))),

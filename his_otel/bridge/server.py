@@ -132,6 +132,11 @@ class Bridge:
         self._grpc_port = config.resolve_int(
             grpc_port, ENV_GRPC_PORT, DEFAULT_GRPC_PORT, minimum=0, maximum=65535
         )
+        if self._grpc and self._port and self._port == self._grpc_port:
+            raise ValueError(
+                f"OTLP/HTTP and OTLP/gRPC cannot share port {self._port}: give --grpc-port another one"
+                " (or --no-grpc)"
+            )
         secret = resolve_token(token, token_file)
         check_bind(self._host, secret, allow_unauthenticated)
         self.limits = Limits.resolve(

@@ -14,6 +14,15 @@ def text(value: str) -> str:
     return value.strip()
 
 
+def endpoint_url(value: str) -> str:
+    """A DynamoDB endpoint URL: ``http(s)://host[:port]``; a bare ``host:port`` is refused with the
+    fix (botocore would otherwise fail later, asking for a region first)."""
+    value = text(value)
+    if not value.lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{value!r} has no scheme: write http://{value}")
+    return value
+
+
 def port(value: str) -> int:
     try:
         number = int(value)

@@ -22,7 +22,7 @@ from ..bridge.server import (
     ENV_PORT,
     serve_workers,
 )
-from .arguments import port, seconds, text, workers
+from .arguments import endpoint_url, port, seconds, text, workers
 
 
 def add_bridge_arguments(parser: argparse.ArgumentParser, endpoint_help: str) -> None:
@@ -59,7 +59,7 @@ def add_bridge_arguments(parser: argparse.ArgumentParser, endpoint_help: str) ->
     parser.add_argument(
         "--workers", type=workers, default=1, help="bridge processes sharing the ports (uvicorn's supervisor)"
     )
-    parser.add_argument("--endpoint", type=text, default=None, help=endpoint_help)
+    parser.add_argument("--endpoint", type=endpoint_url, default=None, help=endpoint_help)
     parser.add_argument(
         "--drain-timeout",
         type=seconds(0),

@@ -17,7 +17,7 @@ from .. import __version__, config
 from ..demo import DEFAULT_DEMO_TABLE
 from ..scenarios import SCENARIOS
 from ..write.table import TableError, explain, make_client
-from .arguments import seconds, text
+from .arguments import endpoint_url, seconds, text
 from .bridge import add_bridge_arguments
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _endpoint(args: argparse.Namespace) -> str | None:
 def _guarded(fn: Callable[[], int], endpoint: str | None) -> int:
     try:
         return fn()
-    except (CLIError, TableError):
+    except (CLIError, TableError, BrokenPipeError):
         raise
     except Exception as e:  # whatever boto3 raises for an endpoint, in one sentence
         raise explain(e, endpoint) from e
@@ -159,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--session-id", type=text, default=None, help="session id (default: a new one)")
     demo.add_argument(
-        "--endpoint", type=text, default=None, help="use this DynamoDB instead of starting the embedded one"
+        "--endpoint",
+        type=endpoint_url,
+        default=None,
+        help="use this DynamoDB instead of starting the embedded one",
     )
     demo.add_argument(
         "--use-aws", action="store_true", help="write to real DynamoDB through boto3's environment"
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = sub.add_parser("create-table", parents=[verbose], help="create the status table (on-demand)")
     create.add_argument("name", type=text, help="table name")
-    create.add_argument("--endpoint", type=text, default=None, help=endpoint_help)
+    create.add_argument("--endpoint", type=endpoint_url, default=None, help=endpoint_help)
     create.add_argument(
         "--wait",
         type=seconds(0),
@@ -198,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail = sub.add_parser("tail", parents=[verbose], help="print a session's rows in order")
     tail.add_argument("session_id", type=text, help="the session to show")
     tail.add_argument("--table", type=text, default=None, help=f"table name (else {config.ENV_TABLE})")
-    tail.add_argument("--endpoint", type=text, default=None, help=endpoint_help)
+    tail.add_argument("--endpoint", type=endpoint_url, default=None, help=endpoint_help)
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new rows until Ctrl-C")
     tail.add_argument(
         "--interval",
@@ -226,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("his-otel: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`his-otel tail ... | head`): that is how a pipeline ends, not an
+        # error. stdout is pointed at nothing so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry() -> None:
