@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from . import config
 from .scenarios import BUILDERS
@@ -118,13 +119,19 @@ def run_demo(
             target = otlp_endpoint()
             if failed or not sent:
                 out.write(
-                    f"trace NOT sent over OTLP to {target}: {failed} spans failed (is a collector"
-                    " listening there? the OTLP exporter's error is above)\n"
+                    f"trace NOT sent over OTLP to {target}: {failed} spans failed (the OTLP exporter's"
+                    " error is above: nothing listening there, a refusal such as a wrong token, or a"
+                    " timeout)\n"
                 )
             else:
                 first = traces[0] if traces else ""
-                out.write(f"trace sent over OTLP to {target} ({sent} spans);")
-                out.write(f" in Jaeger: http://localhost:16686/trace/{first}\n")
+                out.write(f"trace sent over OTLP to {target} ({sent} spans)")
+                host = urlsplit(target).hostname or ""
+                if host in ("localhost", "127.0.0.1", "::1"):
+                    # The compose stack's Jaeger, beside the collector this trace went to.
+                    out.write(f"; in Jaeger: http://localhost:16686/trace/{first}\n")
+                else:
+                    out.write(f"; open trace {first} in the backend behind {host}\n")
         if handle.logs is not None:
             sent, failed = handle.otlp_log_delivery()
             if failed or not sent:

@@ -143,7 +143,8 @@ class HISBidiHooks(HISHooks):
             calls = tool_calls(self._tools)
             self.emit(
                 B.SESSION_END,
-                f"Bidi session ended after {seconds:.1f} s: {c['responses']} responses, {calls} tool calls,"
+                f"Bidi session ended after {seconds:.1f} s: {c['responses']} responses,"
+                f" {calls} tool call{'' if calls == 1 else 's'},"
                 f" {c['barge_ins']} barge-ins, {c['restarts']} connection restarts",
             )
             tokens = session_tokens(agent)
