@@ -17,6 +17,7 @@ from his_otel.schema import EVENT_NAME
 tracer = TracerProvider().get_tracer("test")  # a private provider: these tests need no global one
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_event_on_the_given_span_with_all_attributes() -> None:
     with tracer.start_as_current_span("work") as span:
         event_id = milestone(EventType.PROGRESS, "half way", session_id="s", agent_id="a", table="t")
@@ -59,6 +60,7 @@ def _events(span: object) -> list[dict[str, object]]:
     return [dict(e.attributes) for e in span.events if e.name == EVENT_NAME]  # type: ignore[attr-defined]
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_identity_comes_from_the_session_block(his: Any) -> None:
     # ``his``: the session block configures his-otel if nothing has; here the test session's own
     # provider and pipeline are in place first.
@@ -79,6 +81,7 @@ def test_without_a_session_nothing_is_recorded_and_it_is_counted(caplog: pytest.
     assert dropped_without_identity() == before + 1
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_bad_type_returns_none_and_adds_no_event() -> None:
     with tracer.start_as_current_span("work") as span:
         assert milestone("no spaces allowed", "x", session_id="s") is None
@@ -96,6 +99,7 @@ def test_lone_surrogates_are_replaced_on_the_span_event_and_the_log_never_shows_
     assert "secret" not in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_ids_beyond_dynamodbs_key_limits_are_refused_with_the_reason(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -55,6 +55,7 @@ def emit(tracer: Any, session: str, n: int, prefix: str = "") -> None:
             milestone("PROGRESS", f"{prefix}{i}", session_id=session)
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_access_denied_is_retried_with_backoff_then_rejected_with_its_cause_logged_once(
     table: str, proxy: FaultProxy, pipeline: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -77,6 +78,7 @@ def test_access_denied_is_retried_with_backoff_then_rejected_with_its_cause_logg
     assert proxy.counters.injected["AccessDeniedException"] >= 2 * len(said)
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_rows_outlive_a_short_outage_of_a_person_fixable_kind(
     ddb: Any, table: str, proxy: FaultProxy, pipeline: Any
 ) -> None:
@@ -91,6 +93,7 @@ def test_rows_outlive_a_short_outage_of_a_person_fixable_kind(
     assert [r["evt_message"] for r in session_rows(ddb, table, session)] == [str(i) for i in range(5)]
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_flushing_after_every_request_does_not_defeat_the_backoff(
     table: str, proxy: FaultProxy, pipeline: Any
 ) -> None:
@@ -105,6 +108,7 @@ def test_flushing_after_every_request_does_not_defeat_the_backoff(
     assert attempts <= 10, attempts
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_a_full_queue_counts_each_lost_milestone_once(table: str, pipeline: Any) -> None:
     tracer, processor = pipeline(table, max_queue_size=2, schedule_delay_millis=60_000)
     emit(tracer, new_session(), 5)  # live: 2 queued, 3 refused; the span's end offers all 5 again
@@ -203,6 +207,7 @@ os._exit(0)
         proc.communicate()
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_status_loss_is_logged_without_the_message_text(
     table: str, proxy: FaultProxy, pipeline: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -105,6 +105,7 @@ def test_provider_force_flush_writes_pending_rows(ddb: Any, table: str, make: An
     assert len(session_rows(ddb, table, session)) == 40
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_dynamodb_down_keeps_everything_queued_until_shutdown_counts_it(table: str, make: Any) -> None:
     _, tracer, processor = make(table, endpoint=DOWN, export_timeout_millis=200, shutdown_timeout_millis=300)
     session = new_session()
@@ -121,6 +122,7 @@ def test_dynamodb_down_keeps_everything_queued_until_shutdown_counts_it(table: s
     assert stats.dropped_causes == {"shutdown_timeout": 10}
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_a_full_queue_counts_what_it_drops_and_says_so_once(
     table: str, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -136,6 +138,7 @@ def test_a_full_queue_counts_what_it_drops_and_says_so_once(
     assert caplog.text.count("status queue full") == 1
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_queue_byte_cap(table: str, make: Any) -> None:
     _, tracer, processor = make(
         table, endpoint=DOWN, export_timeout_millis=200, max_queue_bytes=50_000, shutdown_timeout_millis=200
@@ -165,6 +168,7 @@ def test_shutdown_is_idempotent_and_later_milestones_are_counted_as_dropped(
     assert processor.stats().dropped == dropped + 1
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_a_missing_table_never_holds_up_another_tables_rows_and_its_rows_land_once_it_exists(
     ddb: Any, table: str, make: Any
 ) -> None:
