@@ -279,7 +279,9 @@ def test_liveness_names_nothing_and_stats_need_the_token(table: str, bridge_for:
     assert (live.status, json.loads(live.body)) == (200, {"status": "ok"})
     assert table.encode() not in get(f"{bridge.url}/ready").body
     assert get(f"{bridge.url}/ready").status == 200
-    assert get(f"{bridge.url}/stats").status == 401
+    refused = get(f"{bridge.url}/stats")
+    assert refused.status == 401 and refused.headers["Content-Type"] == "application/json"
+    assert "bearer token" in json.loads(refused.body)["message"]  # words, not a protobuf body
     stats = get(f"{bridge.url}/stats", Authorization="Bearer s3cret")
     assert stats.status == 200 and json.loads(stats.body)["table"] == table
 

@@ -112,6 +112,7 @@ def test_a_missing_table_is_unavailable_with_retry_info_then_the_exporter_lands_
     call = Call(bridge.grpc_target, protobuf_body(agent_spans))
     assert call.code == grpc.StatusCode.UNAVAILABLE
     assert "ResourceNotFoundException" in call.details
+    assert f"his-otel create-table {missing}" in call.details  # the placeholder filled in
     assert call.retry_delay_s() == 2
     exporter = OTLPSpanExporter(endpoint=bridge.grpc_target, insecure=True, timeout=60)
     assert (
