@@ -435,3 +435,15 @@ def test_a_nodes_figures_are_its_own_run_not_everything_its_agent_ever_did(
     assert asker.event_loop_metrics.tool_metrics["lookup"].call_count == 2
     total = asker.event_loop_metrics.accumulated_usage["totalTokens"]
     assert 0 < one["total_tokens"] < two["total_tokens"] < total == one["total_tokens"] + two["total_tokens"]
+
+
+def test_a_graphs_parallel_nodes_are_drawn_side_by_side(his: Any, table: str, rows: Rows) -> None:
+    """The demo's Graph runs two lookups at once, then the policy, then the decision: its completion
+    row draws the two lookups side by side, not as a sequence."""
+    from his_otel.scenarios import BUILDERS
+
+    session = new_session()
+    BUILDERS["graph"](table, session, 0.05).run()
+    text = only(rows(table, session), "MULTIAGENT_COMPLETION")["evt_message"]
+    assert text.endswith(("order-lookup + shipping-lookup -> policy -> decide",
+                          "shipping-lookup + order-lookup -> policy -> decide")), text  # fmt: skip

@@ -99,6 +99,9 @@ class _Run:
     nodes: dict[str, t.NodeTally] = field(default_factory=dict)
     pending: dict[str, _Pending] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
+    waves: list[list[str]] = field(default_factory=list)
+    """Nodes by start: one started while another ran joins that one's wave (a Graph's parallel
+    nodes); the completion row draws waves in sequence and a wave's nodes side by side."""
     handoffs: int = 0
     failures: list[str] = field(default_factory=list)
     cut: list[str] = field(default_factory=list)
@@ -285,6 +288,10 @@ class HISMultiAgentHooks(HookProvider):
             node = (getattr(source, "nodes", None) or {}).get(node_id)
             executor = getattr(node, "executor", None)
             results = getattr(getattr(source, "state", None), "results", None) or {}
+            if run.waves and any(other != node_id for other in run.pending):
+                run.waves[-1].append(node_id)
+            else:
+                run.waves.append([node_id])
             run.pending[node_id] = _Pending(
                 before=event,
                 started=time.perf_counter(),
@@ -377,7 +384,7 @@ class HISMultiAgentHooks(HookProvider):
         def outcome() -> None:
             self._announce(source, run)
             if status == Status.COMPLETED:
-                path = " -> ".join(run.history) or "no node ran"
+                path = " -> ".join(" + ".join(wave) for wave in run.waves) or "no node ran"
                 text = f"{kind} {name} completed in {seconds:.2f} s: {path}"
                 self._emit(source, run, E.MULTIAGENT_COMPLETION, text)
             elif status == Status.INTERRUPTED:
