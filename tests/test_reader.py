@@ -41,6 +41,7 @@ def writers(pipeline: Any, proxy: FaultProxy) -> list[Any]:
     return [pipeline(proxy.endpoint) for _ in range(4)]
 
 
+@pytest.mark.filterwarnings("ignore::his_otel.notice.HISOtelWarning")  # the loss it provokes is said
 def test_the_live_cursor_delivers_every_row_once_from_several_writers_with_latency_and_jitter(
     pipeline: Any, proxy: FaultProxy, moto_endpoint: str, ddb: Any, table: str
 ) -> None:
