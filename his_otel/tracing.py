@@ -17,8 +17,8 @@ from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import config, log_copy, notice
 from .capture import lifecycle
@@ -54,26 +54,27 @@ def _flush_within(part: Any, remaining_s: float) -> bool:
 
 
 class _Counted(SpanExporter):
-    """The OTLP exporter, counting what it delivered: the SDK's batch processor only logs a failure."""
+    """An OTLP exporter (spans or log records), counting what it delivered: the SDK's batch
+    processors only log a failure. Both signals' results name success ``SUCCESS``."""
 
-    def __init__(self, inner: SpanExporter) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.sent = 0
         self.failed = 0
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self.inner.export(spans)
-        if result is SpanExportResult.SUCCESS:
-            self.sent += len(spans)
+    def export(self, batch: Sequence[Any]) -> Any:
+        result = self.inner.export(batch)
+        if getattr(result, "name", "") == "SUCCESS":
+            self.sent += len(batch)
         else:
-            self.failed += len(spans)
+            self.failed += len(batch)
         return result
 
     def shutdown(self) -> None:
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+        return bool(self.inner.force_flush(timeout_millis))
 
 
 @dataclass
@@ -166,36 +167,13 @@ def _otlp_exporter() -> SpanExporter:
     return HttpExporter()
 
 
-class _CountedLogs:
-    """The OTLP log exporter, counting what it delivered (the SDK's batch processor only logs)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.sent = 0
-        self.failed = 0
-
-    def export(self, batch: Sequence[Any]) -> Any:
-        result = self.inner.export(batch)
-        if getattr(result, "name", "") == "SUCCESS":
-            self.sent += len(batch)
-        else:
-            self.failed += len(batch)
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self.inner.force_flush(timeout_millis))
-
-
 @dataclass
 class InstalledLogs:
     """The LoggerProvider ``configure()`` installed for the log copies, and its OTLP export."""
 
     provider: Any
     processor: Any = None
-    tally: _CountedLogs | None = None
+    tally: _Counted | None = None
 
 
 def _install_logs(resource: Resource, otlp: bool | None) -> InstalledLogs | None:
@@ -213,7 +191,7 @@ def _install_logs(resource: Resource, otlp: bool | None) -> InstalledLogs | None
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
-    tally = _CountedLogs(OTLPLogExporter())
+    tally = _Counted(OTLPLogExporter())
     delay = None if os.environ.get(config.ENV_BLRP_SCHEDULE_DELAY) else config.DEFAULT_LOG_SCHEDULE_DELAY_MS
     queue = None if os.environ.get(config.ENV_BLRP_MAX_QUEUE_SIZE) else config.DEFAULT_LOG_QUEUE_SIZE
     processor = BatchLogRecordProcessor(tally, schedule_delay_millis=delay, max_queue_size=queue)  # type: ignore[arg-type]
