@@ -110,6 +110,32 @@ def test_sigterm_nobody_handles_writes_pending_rows_then_kills_the_process(ddb: 
     assert messages(ddb, table, f"{session}-x") == [f"x {i}" for i in range(5)]
 
 
+def test_sigterm_while_the_main_thread_holds_the_pipelines_lock_still_writes_and_dies(
+    ddb: Any, table: str
+) -> None:
+    """A signal handler runs on the main thread between two bytecodes, maybe inside his-otel's own
+    critical section (a Pool's SIGTERM reached a worker in the middle of its exit flush: CI hung).
+    The lock is taken here by hand because a signal cannot be aimed at that instant reliably."""
+    session = new_session()
+    proc = run_script(
+        script("""
+        handle = his_otel.configure(T, schedule_delay_millis=60_000)
+        burst("x", 5)
+        with handle.processor._cond:  # what the main thread holds inside submit() or shutdown()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs in here
+            print("released", flush=True)
+        time.sleep(30)
+        print("survived", flush=True)
+        """),
+        env={"T": table, "S": session},
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "released" in proc.stdout and "survived" not in proc.stdout
+    assert messages(ddb, table, f"{session}-x") == [f"x {i}" for i in range(5)]
+
+
 def test_sigterm_nobody_handles_writes_every_pipelines_pending_rows(ddb: Any, table: str) -> None:
     """Two pipelines in one process (the app's on the global provider, a tenant's on its own), each
     holding rows for a minute: one SIGTERM writes both pipelines' rows, whichever configured first."""

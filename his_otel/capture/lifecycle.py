@@ -6,7 +6,8 @@
 - ``multiprocessing`` workers leave through ``os._exit`` and never run ``atexit``: a
   ``multiprocessing.util.Finalize`` registered in each child writes their rows instead.
 - SIGTERM belongs to the application. his-otel takes it only where nobody handles it (``SIG_DFL``):
-  it then writes what is pending and lets the process die as it would have. It never shuts itself
+  it then writes what is pending, from a thread of its own (the main thread runs on meanwhile: it may
+  hold a lock the writing needs), and lets the process die of the signal. It never shuts itself
   down on a signal, so an application's own handler (uvicorn's, gunicorn's) can drain in-flight
   work while milestones keep being written; their rows are made durable at the end of each
   invocation (``HISHooks``) and at exit.
@@ -100,6 +101,30 @@ def _flush_all() -> None:
         worker.join()
 
 
+class _SigtermState:
+    flushing = False  # set by the handler, on the main thread
+    flushed = False  # set by the flushing thread when it is done
+
+
+def _reset_sigterm_state() -> None:  # a forked child has not been asked to stop
+    _SigtermState.flushing = _SigtermState.flushed = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_sigterm_state)
+
+
+def _flush_then_die() -> None:
+    try:
+        _flush_all()
+    finally:
+        _SigtermState.flushed = True
+        try:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        except (ProcessLookupError, OSError):  # the main thread is gone: the process is ending
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def ensure_sigterm_flush() -> bool:
     """Install the flush-then-die SIGTERM handler if it is wanted, nobody else handles SIGTERM and
     this is the main thread. Cheap to call often: his-otel calls it whenever it runs on the main
@@ -137,13 +162,17 @@ def ensure_sigterm_flush() -> bool:
             return False
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            try:
-                # Write what is pending, bounded by the shutdown timeout, without shutting down:
-                # the process dies right after, as SIG_DFL would have made it.
-                _flush_all()
-            finally:
+            # The handler runs on the main thread between two of its bytecodes, maybe while that
+            # thread holds a lock the flush needs (a pipeline's, logging's): so it never waits here.
+            # A thread writes what is pending, bounded by the shutdown timeout, then sends SIGTERM
+            # again; this handler then lets it kill the process, as SIG_DFL would have at once.
+            if _SigtermState.flushed:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.raise_signal(signal.SIGTERM)
+                return
+            if not _SigtermState.flushing:
+                _SigtermState.flushing = True
+                threading.Thread(target=_flush_then_die, name="his-otel-sigterm", daemon=True).start()
 
         on_sigterm._his_otel = True  # type: ignore[attr-defined]
         try:
