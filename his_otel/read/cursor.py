@@ -27,15 +27,20 @@ so a first poll of a long session holds a page and a window, never the whole ses
 from __future__ import annotations
 
 import base64
-import json
+import logging
+import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config
 from .run_end import RunEnd
+from .sketch import Sketch
+
+logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
@@ -55,6 +60,12 @@ def event_ms(event_id: str) -> int | None:
         return int(digits[:12], 16)
     except ValueError:
         return None
+
+
+def _believable(event_id: str, latest_ms: int) -> int | None:
+    """The id's time, or None for an id without one or one too far ahead to believe."""
+    ms = event_ms(event_id)
+    return None if ms is None or ms > latest_ms else ms
 
 
 def lower_bound(ms: int) -> str:
@@ -93,30 +104,69 @@ def iter_rows(client: Any, table: str, session_id: str, *, after: str | None = N
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+_TOKEN_VERSION = 2
+_NO_TIME = (1 << 48) - 1
+_TOKEN_HEAD = struct.Struct(">B6sI16s")  # version, newest ms, window ms, newest timed id
+
+
 @dataclass
 class Position:
     """Where a cursor stands: the newest emission time delivered and the ids delivered since
-    ``newest - window`` (plus ids without a time). Serialisable with :meth:`token`."""
+    ``newest - window`` (plus ids without a believable time). Serialisable with :meth:`token`.
+
+    In memory the ids are kept exactly. A token keeps them as a fixed-size :class:`Sketch`, so it is
+    about 450 characters however many rows the window holds; resuming from one re-reads the window
+    and recovers the rows that landed since from the sketch (see :meth:`SessionCursor.stream`).
+    """
 
     newest_ms: int | None = None
     recent: dict[str, int | None] = field(default_factory=dict)
+    newest_id: str | None = None
+    """The newest delivered id with a believable time: any later one has not been delivered."""
+    sketch: Sketch = field(default_factory=Sketch)
+    """The ids of ``recent``, summarised; kept in step with it."""
+    resume_window_ms: int | None = None
+    """Set for a position read from a token: the window the token's sketch covers, re-read once."""
 
-    def token(self) -> str:
-        data = {"n": self.newest_ms, "r": self.recent}
-        return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+    def remember(self, event_id: str, ms: int | None) -> None:
+        self.recent[event_id] = ms
+        self.sketch.add(event_id)
+        if ms is not None and (self.newest_id is None or event_id > self.newest_id):
+            self.newest_id = event_id
+
+    def prune(self, window_ms: int) -> None:
+        if self.newest_ms is None:
+            return
+        horizon = self.newest_ms - window_ms
+        for event_id in [k for k, ms in self.recent.items() if ms is not None and ms < horizon]:
+            del self.recent[event_id]
+            self.sketch.remove(event_id)
+
+    def token(self, window_ms: int = DEFAULT_READ_WINDOW_MS) -> str:
+        """A small text that :meth:`from_token` turns back into this position (URL-safe)."""
+        newest = _NO_TIME if self.newest_ms is None else self.newest_ms
+        ident = uuid.UUID(self.newest_id).bytes if self.newest_id else bytes(16)
+        head = _TOKEN_HEAD.pack(_TOKEN_VERSION, newest.to_bytes(6, "big"), window_ms, ident)
+        return base64.urlsafe_b64encode(head + self.sketch.to_bytes()).decode().rstrip("=")
 
     @classmethod
     def from_token(cls, token: str) -> Position:
         """Raises ValueError for a token this module did not make."""
         try:
-            data = json.loads(base64.urlsafe_b64decode(token.encode()))
-            newest = data["n"]
-            recent = {str(k): (int(v) if v is not None else None) for k, v in dict(data["r"]).items()}
-            if newest is not None:
-                newest = int(newest)
-        except (ValueError, KeyError, TypeError) as e:
+            data = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
+            version, newest, window_ms, ident = _TOKEN_HEAD.unpack_from(data)
+            if version != _TOKEN_VERSION:
+                raise ValueError(f"version {version}")
+            sketch = Sketch.from_bytes(data[_TOKEN_HEAD.size :])
+        except (ValueError, UnicodeError, struct.error) as e:
             raise ValueError(f"not a session cursor token: {e}") from None
-        return cls(newest, recent)
+        newest_ms = int.from_bytes(newest, "big")
+        return cls(
+            newest_ms=None if newest_ms == _NO_TIME else newest_ms,
+            newest_id=str(uuid.UUID(bytes=ident)) if any(ident) else None,
+            sketch=sketch,
+            resume_window_ms=max(1, window_ms),
+        )
 
 
 class SessionCursor:
@@ -157,6 +207,12 @@ class SessionCursor:
         self._session = session_id
         self._window_ms = window_ms
         self.position = position or Position()
+        self.resume_failures = 0
+        """Resumes from a token whose sketch could not tell the rows apart (they were re-delivered)."""
+
+    def token(self) -> str:
+        """The position as a small URL-safe text, for :meth:`Position.from_token`."""
+        return self.position.token(self._window_ms)
 
     def poll(self) -> list[Row]:
         """The rows not delivered yet, in ``event_id`` order."""
@@ -166,6 +222,9 @@ class SessionCursor:
         """:meth:`poll` as the pages arrive: the rows not delivered yet, in ``event_id`` order.
         A row counts as delivered once it is yielded."""
         pos = self.position
+        if pos.resume_window_ms is not None:
+            yield from self._resume()
+            return
         after = None if pos.newest_ms is None else lower_bound(pos.newest_ms - self._window_ms)
         latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
         delivered = 0
@@ -173,24 +232,57 @@ class SessionCursor:
             event_id = row["event_id"]
             if event_id in pos.recent:
                 continue
-            ms = event_ms(event_id)
-            if ms is not None and ms > latest_believable:
-                ms = None  # remembered for good; it never moves the window
-            pos.recent[event_id] = ms
+            ms = _believable(event_id, latest_believable)
+            pos.remember(event_id, ms)
             if ms is not None and (pos.newest_ms is None or ms > pos.newest_ms):
                 pos.newest_ms = ms
             delivered += 1
             if delivered % _PRUNE_EVERY == 0:
-                self._prune()
+                pos.prune(self._window_ms)
             yield row
         if delivered:
-            self._prune()
+            pos.prune(self._window_ms)
 
-    def _prune(self) -> None:
+    def _resume(self) -> Iterator[Row]:
+        """The first poll from a token: re-read the token's window, tell the rows delivered before
+        from the ones that landed since with the token's sketch, and rebuild the exact position."""
         pos = self.position
-        if pos.newest_ms is not None:
-            horizon = pos.newest_ms - self._window_ms
-            pos.recent = {k: ms for k, ms in pos.recent.items() if ms is None or ms >= horizon}
+        window_ms, pos.resume_window_ms = pos.resume_window_ms or self._window_ms, None
+        after = None if pos.newest_ms is None else lower_bound(pos.newest_ms - window_ms)
+        latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
+        rows = list(iter_rows(self._client, self._table, self._session, after=after))  # one window
+        times = {row["event_id"]: _believable(row["event_id"], latest_believable) for row in rows}
+        # Rows after the newest timed id delivered are new; the rest were maybe delivered before.
+        maybe = [
+            event_id
+            for event_id, ms in times.items()
+            if ms is None or (pos.newest_id is not None and event_id <= pos.newest_id)
+        ]
+        landed_since = pos.sketch.difference(maybe)
+        if landed_since is None:
+            self.resume_failures += 1
+            landed_since = set(maybe)
+            logger.warning(
+                "his-otel: a session cursor token for %r could not tell which of %d rows it had"
+                " delivered (more rows landed late since it was made than it can tell apart):"
+                " they are delivered again, never skipped",
+                self._session,
+                len(maybe),
+            )
+        before = set(maybe) - landed_since
+        pos.recent, pos.sketch = {}, Sketch()
+        for event_id in before:
+            pos.remember(event_id, times[event_id])
+        for row in rows:
+            event_id = row["event_id"]
+            if event_id in before:
+                continue
+            ms = times[event_id]
+            pos.remember(event_id, ms)
+            if ms is not None and (pos.newest_ms is None or ms > pos.newest_ms):
+                pos.newest_ms = ms
+            yield row
+        pos.prune(self._window_ms)
 
     def follow(
         self,
