@@ -56,6 +56,8 @@ class Counters:
     peak_in_flight: int = 0
     """The most write requests that were in flight here at once: how many calls a writer overlaps."""
     injected: dict[str, int] = field(default_factory=dict)
+    operations: dict[str, int] = field(default_factory=dict)
+    """Requests received per DynamoDB operation (``Query``, ``BatchWriteItem``, ...)."""
     puts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(table, session_id, event_id) -> puts (BatchWriteItem PutRequests, PutItems) forwarded for that key."""
 
@@ -96,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
         faults = proxy.faults if writes else Faults()
         with proxy.lock:
             proxy.counters.requests += 1
+            operation = target.rpartition(".")[2]
+            proxy.counters.operations[operation] = proxy.counters.operations.get(operation, 0) + 1
             if writes:
                 proxy.counters.in_flight += 1
                 proxy.counters.peak_in_flight = max(proxy.counters.peak_in_flight, proxy.counters.in_flight)

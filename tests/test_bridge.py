@@ -316,7 +316,7 @@ def test_listening_beyond_loopback_needs_a_token_or_an_explicit_flag(table: str,
     empty.write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         Bridge(table, token_file=str(empty))
-    with pytest.raises(ValueError, match="cannot read the bridge token file"):
+    with pytest.raises(ValueError, match="cannot read the token file"):
         Bridge(table, token_file=str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="needs a table"):
         Bridge("")

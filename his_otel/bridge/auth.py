@@ -17,21 +17,24 @@ ENV_TOKEN_FILE = "HIS_OTEL_BRIDGE_TOKEN_FILE"  # noqa: S105
 ENV_ALLOW_UNAUTHENTICATED = "HIS_OTEL_BRIDGE_ALLOW_UNAUTHENTICATED"
 
 
-def resolve_token(token: str | None, token_file: str | None) -> str | None:
-    """The token: the argument, then ``HIS_OTEL_BRIDGE_TOKEN``, then the file the argument or
-    ``HIS_OTEL_BRIDGE_TOKEN_FILE`` names (a mounted secret; surrounding whitespace ignored)."""
-    value = config.resolve_str(token, ENV_TOKEN)
+def resolve_token(
+    token: str | None, token_file: str | None, env: str = ENV_TOKEN, env_file: str = ENV_TOKEN_FILE
+) -> str | None:
+    """The token: the argument, then ``env`` (``HIS_OTEL_BRIDGE_TOKEN``), then the file the argument
+    or ``env_file`` (``HIS_OTEL_BRIDGE_TOKEN_FILE``) names (a mounted secret; surrounding whitespace
+    ignored)."""
+    value = config.resolve_str(token, env)
     if value:
         return value
-    path = config.resolve_str(token_file, ENV_TOKEN_FILE)
+    path = config.resolve_str(token_file, env_file)
     if not path:
         return None
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
     except OSError as e:
-        raise ValueError(f"cannot read the bridge token file {path!r}: {e.strerror or e}") from e
+        raise ValueError(f"cannot read the token file {path!r}: {e.strerror or e}") from e
     if not value:
-        raise ValueError(f"the bridge token file {path!r} is empty")
+        raise ValueError(f"the token file {path!r} is empty")
     return value
 
 
@@ -44,18 +47,23 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def check_bind(host: str, token: str | None, allow_unauthenticated: bool | None) -> None:
+def check_bind(
+    host: str,
+    token: str | None,
+    allow_unauthenticated: bool | None,
+    *,
+    env: str = ENV_TOKEN,
+    env_file: str = ENV_TOKEN_FILE,
+    env_allow: str = ENV_ALLOW_UNAUTHENTICATED,
+    danger: str = "write status rows",
+) -> None:
     """Refuse to listen beyond loopback without a token unless explicitly allowed."""
-    allowed = (
-        allow_unauthenticated
-        if allow_unauthenticated is not None
-        else config.env_flag(ENV_ALLOW_UNAUTHENTICATED)
-    )
+    allowed = allow_unauthenticated if allow_unauthenticated is not None else config.env_flag(env_allow)
     if token is None and not allowed and not is_loopback(host):
         raise ValueError(
-            f"refusing to listen on {host} without a token: anyone who reaches it could write status"
-            f" rows. Set {ENV_TOKEN} (or {ENV_TOKEN_FILE}), or pass --allow-unauthenticated"
-            f" ({ENV_ALLOW_UNAUTHENTICATED}=1) if a network policy already keeps strangers out"
+            f"refusing to listen on {host} without a token: anyone who reaches it could {danger}."
+            f" Set {env} (or {env_file}), or pass --allow-unauthenticated"
+            f" ({env_allow}=1) if a network policy already keeps strangers out"
         )
 
 

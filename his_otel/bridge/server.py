@@ -58,7 +58,7 @@ def switch(arg: bool | None, env: str) -> bool:
     return config.env_flag(env, default=True)
 
 
-def _bound_socket(host: str, port: int) -> socket.socket:
+def bound_socket(host: str, port: int) -> socket.socket:
     """A socket bound (not yet listening) to ``host:port``, as uvicorn binds one, but failing with
     an ``OSError`` that names the address (uvicorn's own bind logs and exits the process)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -241,11 +241,11 @@ class Bridge:
         if self._socket is None:
             cfg = self.uvicorn_config()
             self._server = uvicorn.Server(cfg)
-            self._socket = _bound_socket(self._host, self._port)
+            self._socket = bound_socket(self._host, self._port)
             if self._grpc and self._grpc_port and not self._reuse_port:
                 # Found now, in words, rather than by grpcio's C core (a log line, then a failed start).
                 try:
-                    _bound_socket(self._host, self._grpc_port).close()
+                    bound_socket(self._host, self._grpc_port).close()
                 except OSError:
                     self._socket.close()
                     self._socket = None

@@ -19,6 +19,7 @@ from ..scenarios import SCENARIOS
 from ..write.table import TableError, explain, make_client
 from .arguments import endpoint_url, seconds, text
 from .bridge import add_bridge_arguments
+from .serve import add_serve_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,19 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         raise CLIError(e.strerror if e.strerror and "listen" in e.strerror else f"cannot listen: {e}") from e
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    global _LEAVE_AT_ONCE
+    from .serve import run_serve
+
+    _LEAVE_AT_ONCE = True
+    try:
+        return run_serve(args)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    except OSError as e:
+        raise CLIError(e.strerror if e.strerror and "listen" in e.strerror else f"cannot listen: {e}") from e
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
@@ -198,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_bridge_arguments(bridge, endpoint_help)
     bridge.set_defaults(func=cmd_bridge)
 
+    serve = sub.add_parser(
+        "serve",
+        parents=[verbose],
+        help="serve sessions live: a page, an AG-UI event stream and a cursor endpoint",
+    )
+    add_serve_arguments(serve, endpoint_help)
+    serve.set_defaults(func=cmd_serve)
+
     tail = sub.add_parser("tail", parents=[verbose], help="print a session's rows in order")
     tail.add_argument("session_id", type=text, help="the session to show")
     tail.add_argument("--table", type=text, default=None, help=f"table name (else {config.ENV_TABLE})")
@@ -237,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script. After ``his-otel bridge`` has drained and closed everything it owns, a
+    """The console script. After ``his-otel bridge`` (or ``serve``) has drained and closed everything it owns, a
     watchdog bounds the interpreter's exit: a thread of a library (grpcio's, a thread pool's) was
     once seen, under load in CI, to hold it past the orchestrator's grace period. A normal exit
     takes well under the watchdog's delay and is left alone (grpcio still sends the last answers)."""

@@ -27,6 +27,7 @@ so a first poll of a long session holds a page and a window, never the whole ses
 from __future__ import annotations
 
 import base64
+import heapq
 import logging
 import struct
 import threading
@@ -62,7 +63,7 @@ def event_ms(event_id: str) -> int | None:
         return None
 
 
-def _believable(event_id: str, latest_ms: int) -> int | None:
+def believable_ms(event_id: str, latest_ms: int) -> int | None:
     """The id's time, or None for an id without one or one too far ahead to believe."""
     ms = event_ms(event_id)
     return None if ms is None or ms > latest_ms else ms
@@ -128,19 +129,61 @@ class Position:
     resume_window_ms: int | None = None
     """Set for a position read from a token: the window the token's sketch covers, re-read once."""
 
+    by_time: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    """A heap of the timed ids of ``recent``, so pruning costs what it removes."""
+
     def remember(self, event_id: str, ms: int | None) -> None:
         self.recent[event_id] = ms
         self.sketch.add(event_id)
-        if ms is not None and (self.newest_id is None or event_id > self.newest_id):
-            self.newest_id = event_id
+        if ms is not None:
+            heapq.heappush(self.by_time, (ms, event_id))
+            if self.newest_ms is None or ms > self.newest_ms:
+                self.newest_ms = ms
+            if self.newest_id is None or event_id > self.newest_id:
+                self.newest_id = event_id
+
+    def delivered(self, event_id: str, ms: int | None, window_ms: int) -> bool:
+        """Whether a row was delivered (or, older than the window, is never to be)."""
+        if event_id in self.recent:
+            return True
+        return ms is not None and self.newest_ms is not None and ms < self.newest_ms - window_ms
 
     def prune(self, window_ms: int) -> None:
         if self.newest_ms is None:
             return
         horizon = self.newest_ms - window_ms
-        for event_id in [k for k, ms in self.recent.items() if ms is not None and ms < horizon]:
-            del self.recent[event_id]
-            self.sketch.remove(event_id)
+        while self.by_time and self.by_time[0][0] < horizon:
+            _, event_id = heapq.heappop(self.by_time)
+            if event_id in self.recent:
+                del self.recent[event_id]
+                self.sketch.remove(event_id)
+
+    def resume_bound(self) -> str | None:
+        """For a position read from a token: the sort key after which its window starts."""
+        window = self.resume_window_ms or DEFAULT_READ_WINDOW_MS
+        return None if self.newest_ms is None else lower_bound(self.newest_ms - window)
+
+    def resume(self, window_rows: list[Row]) -> tuple[list[Row], bool]:
+        """For a position read from a token, given the rows after :meth:`resume_bound` in
+        ``event_id`` order: remember the ones delivered before (the sketch tells them from the ones
+        that landed since) and return the rest, for the caller to deliver and :meth:`remember`;
+        and whether the sketch told them apart (when not, every row it could not clear is returned:
+        repeated, never skipped)."""
+        latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
+        times = {row["event_id"]: believable_ms(row["event_id"], latest_believable) for row in window_rows}
+        # Rows after the newest timed id delivered are new; the rest were maybe delivered before.
+        maybe = [
+            event_id
+            for event_id, ms in times.items()
+            if ms is None or (self.newest_id is not None and event_id <= self.newest_id)
+        ]
+        landed_since = self.sketch.difference(maybe)
+        told_apart = landed_since is not None
+        before = set(maybe) - (landed_since if landed_since is not None else set(maybe))
+        self.recent, self.sketch, self.by_time, self.resume_window_ms = {}, Sketch(), [], None
+        for event_id in before:
+            self.remember(event_id, times[event_id])
+        return [row for row in window_rows if row["event_id"] not in before], told_apart
 
     def token(self, window_ms: int = DEFAULT_READ_WINDOW_MS) -> str:
         """A small text that :meth:`from_token` turns back into this position (URL-safe)."""
@@ -167,6 +210,16 @@ class Position:
             sketch=sketch,
             resume_window_ms=max(1, window_ms),
         )
+
+
+def warn_resume(session_id: str, rows: int) -> None:
+    logger.warning(
+        "his-otel: a session cursor token for %r could not tell which of the %d rows of its window it"
+        " had delivered (more rows landed late since it was made than it can tell apart): they are"
+        " delivered again, never skipped",
+        session_id,
+        rows,
+    )
 
 
 class SessionCursor:
@@ -210,8 +263,13 @@ class SessionCursor:
         self.resume_failures = 0
         """Resumes from a token whose sketch could not tell the rows apart (they were re-delivered)."""
 
+    @property
+    def window_ms(self) -> int:
+        return self._window_ms
+
     def token(self) -> str:
         """The position as a small URL-safe text, for :meth:`Position.from_token`."""
+        self.position.prune(self._window_ms)
         return self.position.token(self._window_ms)
 
     def poll(self) -> list[Row]:
@@ -232,10 +290,7 @@ class SessionCursor:
             event_id = row["event_id"]
             if event_id in pos.recent:
                 continue
-            ms = _believable(event_id, latest_believable)
-            pos.remember(event_id, ms)
-            if ms is not None and (pos.newest_ms is None or ms > pos.newest_ms):
-                pos.newest_ms = ms
+            pos.remember(event_id, believable_ms(event_id, latest_believable))
             delivered += 1
             if delivered % _PRUNE_EVERY == 0:
                 pos.prune(self._window_ms)
@@ -244,43 +299,16 @@ class SessionCursor:
             pos.prune(self._window_ms)
 
     def _resume(self) -> Iterator[Row]:
-        """The first poll from a token: re-read the token's window, tell the rows delivered before
-        from the ones that landed since with the token's sketch, and rebuild the exact position."""
+        """The first poll from a token: re-read the token's window and deliver what it lacks."""
         pos = self.position
-        window_ms, pos.resume_window_ms = pos.resume_window_ms or self._window_ms, None
-        after = None if pos.newest_ms is None else lower_bound(pos.newest_ms - window_ms)
-        latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
-        rows = list(iter_rows(self._client, self._table, self._session, after=after))  # one window
-        times = {row["event_id"]: _believable(row["event_id"], latest_believable) for row in rows}
-        # Rows after the newest timed id delivered are new; the rest were maybe delivered before.
-        maybe = [
-            event_id
-            for event_id, ms in times.items()
-            if ms is None or (pos.newest_id is not None and event_id <= pos.newest_id)
-        ]
-        landed_since = pos.sketch.difference(maybe)
-        if landed_since is None:
+        rows = list(iter_rows(self._client, self._table, self._session, after=pos.resume_bound()))
+        fresh, told_apart = pos.resume(rows)
+        if not told_apart:
             self.resume_failures += 1
-            landed_since = set(maybe)
-            logger.warning(
-                "his-otel: a session cursor token for %r could not tell which of %d rows it had"
-                " delivered (more rows landed late since it was made than it can tell apart):"
-                " they are delivered again, never skipped",
-                self._session,
-                len(maybe),
-            )
-        before = set(maybe) - landed_since
-        pos.recent, pos.sketch = {}, Sketch()
-        for event_id in before:
-            pos.remember(event_id, times[event_id])
-        for row in rows:
-            event_id = row["event_id"]
-            if event_id in before:
-                continue
-            ms = times[event_id]
-            pos.remember(event_id, ms)
-            if ms is not None and (pos.newest_ms is None or ms > pos.newest_ms):
-                pos.newest_ms = ms
+            warn_resume(self._session, len(rows))
+        latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
+        for row in fresh:
+            pos.remember(row["event_id"], believable_ms(row["event_id"], latest_believable))
             yield row
         pos.prune(self._window_ms)
 

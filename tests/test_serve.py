@@ -1,0 +1,342 @@
+"""``his-otel serve``: the cursor endpoint, the AG-UI session stream (replay, live, resume through a
+restart) and one reader per session, against moto's server through a request-counting proxy; and
+the command's conventions (token, loopback, one sentence per start-up error, SIGTERM)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ag_ui.core import Event, EventType
+from pydantic import TypeAdapter
+
+from fault_proxy import FaultProxy
+from helpers import HIS_OTEL, new_session, wait_for, wait_listening
+from his_otel import Handle
+from his_otel.read import session_rows
+from his_otel.scenarios import BUILDERS
+from his_otel.serve import StatusServer
+from his_otel.testing.local_dynamodb import free_port
+from his_otel.write.table import make_client
+
+EVENTS = TypeAdapter(Event)
+
+
+@pytest.fixture
+def serve(proxy: FaultProxy, table: str) -> Iterator[Any]:
+    """serve(**kwargs) -> a started StatusServer on a free loopback port, reading ``table`` through
+    the proxy (which counts each Query DynamoDB receives)."""
+    made: list[StatusServer] = []
+
+    def start(**kwargs: Any) -> StatusServer:
+        kwargs.setdefault("poll_ms", 50)
+        server = StatusServer(table, host="127.0.0.1", port=0, endpoint_url=proxy.endpoint, **kwargs).start()
+        made.append(server)
+        return server
+
+    yield start
+    for server in made:
+        server.shutdown()
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+class SSEClient:
+    """An AG-UI client over a real socket: reads ``id:``/``data:`` frames and parses each event with
+    ag-ui-protocol's own models."""
+
+    def __init__(self, server: StatusServer, session: str, last_event_id: str | None = None) -> None:
+        host, port = server.address
+        self.conn = http.client.HTTPConnection(host, port, timeout=30)
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        self.conn.request("GET", f"/sessions/{session}/events", headers=headers)
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200, self.response.read()
+        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
+        self.last_id: str | None = None
+        self.events: list[Any] = []
+
+    def read_until(self, done: Any) -> list[Any]:
+        """Read events until ``done(events)`` after a row's last event (the one with an id, as a
+        browser keeps it for Last-Event-ID); every event is validated by the AG-UI models."""
+        ident = None
+        if self.last_id and done(self.events):
+            return self.events
+        while True:
+            line = self.response.readline().decode()
+            assert line, "the stream ended"
+            line = line.rstrip("\n")
+            if line.startswith("id: "):
+                ident = line[4:]
+            elif line.startswith("data: "):
+                self.events.append(EVENTS.validate_json(line[6:]))
+            elif line == "" and ident is not None:
+                self.last_id, ident = ident, None
+                if done(self.events):
+                    break
+        return self.events
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def row_ids(events: list[Any]) -> list[str]:
+    """The rows the events came from, each once, in the order they arrived."""
+    seen: dict[str, None] = {}
+    for event in events:
+        seen.setdefault(event.raw_event["event_id"], None)
+    return list(seen)
+
+
+def finished(events: list[Any]) -> bool:
+    return any(e.type in (EventType.RUN_FINISHED, EventType.RUN_ERROR) for e in events)
+
+
+def run_scenario(name: str, table: str, session: str, his: Handle, delay: float = 0.0) -> None:
+    BUILDERS[name](table, session, delay).run()
+    assert his.force_flush(10_000)
+
+
+def test_rows_endpoint_returns_unseen_rows_and_a_small_cursor(
+    serve: Any, table: str, his: Handle, ddb: Any
+) -> None:
+    server = serve()
+    session = new_session()
+    run_scenario("agent", table, session, his)
+    expected = [r["event_id"] for r in session_rows(ddb, table, session)]
+    status, first = get_json(f"{server.url}/sessions/{session}/rows")
+    assert status == 200
+    ids = [r["event_id"] for r in first["rows"]]
+    assert ids == expected  # a new session's first read: everything so far, in order
+    assert len(first["cursor"]) < 500
+    status, again = get_json(f"{server.url}/sessions/{session}/rows?cursor={first['cursor']}")
+    assert (status, again["rows"]) == (200, [])
+    run_scenario("agent", table, session, his)  # a second invocation in the same session
+    # The answers are as of the service's last read of the session (at most one poll old).
+    more: list[str] = []
+    cursor = again["cursor"]
+    while len(more) < len(ids):
+        status, page = get_json(f"{server.url}/sessions/{session}/rows?cursor={cursor}")
+        assert status == 200
+        more += [r["event_id"] for r in page["rows"]]
+        cursor = page["cursor"]
+    assert len(more) == len(set(more)) == len(ids) and not set(more) & set(ids)
+    assert len(cursor) == len(first["cursor"])  # the window holds twice the rows now
+    status, bad = get_json(f"{server.url}/sessions/{session}/rows?cursor=not-a-cursor")
+    assert status == 400 and "not a session cursor token" in bad["error"]
+
+
+def test_the_stream_replays_the_session_then_streams_rows_as_they_land(
+    serve: Any, table: str, his: Handle
+) -> None:
+    server = serve()
+    session = new_session()
+    run_scenario("agent", table, session, his)  # a finished invocation: replayed
+    client = SSEClient(server, session)
+    replay = list(client.read_until(finished))
+    types = [e.type for e in replay]
+    assert types[0] == EventType.RUN_STARTED and types[-1] == EventType.RUN_FINISHED
+    starts = [e for e in replay if e.type == EventType.TOOL_CALL_START]
+    ends = {e.tool_call_id: e for e in replay if e.type == EventType.TOOL_CALL_END}
+    assert [e.tool_call_name for e in starts] == ["search_knowledge_base", "get_order", "get_shipping_status"]
+    assert set(ends) == {e.tool_call_id for e in starts}
+    assert all(ends[s.tool_call_id].metadata["duration_ms"] >= 0 for s in starts)
+    for event in replay:  # every event names its row
+        assert {"event_id", "trace_id", "agent_id"} <= set(event.metadata)
+        assert event.metadata["event_id"] == event.raw_event["event_id"]
+    assert replay[0].thread_id == session and replay[-1].run_id == replay[0].run_id
+    # A second invocation while the client listens: its rows arrive live, each once.
+    threading.Thread(target=run_scenario, args=("agent", table, session, his, 0.05)).start()
+    live = client.read_until(lambda events: sum(e.type == EventType.RUN_FINISHED for e in events) == 2)
+    client.close()
+    ids = row_ids(live)
+    assert len(ids) == len(set(ids)) == 2 * len(row_ids(replay))
+
+
+def test_last_event_id_resumes_without_a_gap_or_a_repeat_even_after_a_restart(
+    serve: Any, table: str, his: Handle
+) -> None:
+    session = new_session()
+    run_scenario("swarm", table, session, his)
+    server = serve()
+    whole = SSEClient(server, session).read_until(finished)
+    expected = row_ids(whole)
+    # A client that read a third of the rows, then lost its connection.
+    partial = SSEClient(server, session)
+    partial.read_until(lambda events: len(row_ids(events)) >= len(expected) // 3)
+    delivered = row_ids(partial.events)
+    token = partial.last_id
+    partial.close()
+    # The service restarts (a new process would hold nothing more than this one): same table.
+    server.shutdown()
+    restarted = serve()
+    resumed = SSEClient(restarted, session, last_event_id=token)
+    rest = row_ids(resumed.read_until(finished))
+    resumed.close()
+    assert delivered + rest == expected  # no gap, no repeat, same order
+
+
+def test_many_viewers_of_a_session_cost_one_query_per_interval(
+    serve: Any, table: str, his: Handle, proxy: FaultProxy
+) -> None:
+    server = serve(poll_ms=100)
+    session = new_session()
+    run_scenario("agent", table, session, his)
+    clients = [SSEClient(server, session) for _ in range(10)]
+    for client in clients:
+        client.read_until(finished)
+    queries_before = proxy.counters.operations.get("Query", 0)
+    polls_before = server.hub.stats().polls
+    wait_for(lambda: server.hub.stats().polls >= polls_before + 20, timeout_s=60)
+    queries = proxy.counters.operations.get("Query", 0) - queries_before
+    polls = server.hub.stats().polls - polls_before
+    for client in clients:
+        client.close()
+    # Ten viewers, one reader: one Query per poll (a poll may end mid-count: +1).
+    assert polls <= queries <= polls + 1
+    stats = server.hub.stats()
+    assert stats.sessions == 1
+
+
+def test_a_token_guards_every_route_but_health(serve: Any, table: str, his: Handle) -> None:
+    server = serve(token="s3cret")
+    session = new_session()
+    run_scenario("agent", table, session, his)
+    assert get_json(f"{server.url}/health")[0] == 200
+    for path in ("rows", "events", ""):
+        url = f"{server.url}/sessions/{session}/{path}".rstrip("/")
+        assert get_json(url)[0] == 401
+        status, _ = get_json(url, {"Authorization": "Bearer wrong"})
+        assert status == 401
+    status, body = get_json(f"{server.url}/sessions/{session}/rows", {"Authorization": "Bearer s3cret"})
+    assert status == 200 and body["rows"]
+    # A browser cannot send headers: the page and its stream take ?access_token=.
+    status, body = get_json(f"{server.url}/sessions/{session}/rows?access_token=s3cret")
+    assert status == 200 and body["rows"]
+    with urllib.request.urlopen(f"{server.url}/sessions/{session}?access_token=s3cret", timeout=30) as page:
+        assert b"EventSource" in page.read()
+
+
+def test_the_serve_command_refuses_strangers_without_a_token_in_one_sentence() -> None:
+    proc = subprocess.run(
+        [HIS_OTEL, "serve", "--table", "t", "--host", "0.0.0.0", "--endpoint", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("his-otel: error: refusing to listen on 0.0.0.0 without a token")
+    assert "Traceback" not in proc.stderr and "HIS_OTEL_SERVE_TOKEN" in proc.stderr
+
+
+def test_the_serve_command_names_a_port_in_use() -> None:
+    with socket_on_port() as busy:
+        proc = subprocess.run(
+            [HIS_OTEL, "serve", "--table", "t", "--port", str(busy), "--endpoint", "http://127.0.0.1:9"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{busy}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+class socket_on_port:
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def test_the_serve_command_ends_open_streams_and_exits_cleanly_on_sigterm(
+    moto_endpoint: str, table: str, his: Handle
+) -> None:
+    session = new_session()
+    run_scenario("agent", table, session, his)
+    port = free_port()
+    proc = subprocess.Popen(
+        [HIS_OTEL, "serve", "--table", table, "--port", str(port), "--endpoint", moto_endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_listening(port, proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", f"/sessions/{session}/events")
+        response = conn.getresponse()
+        assert response.status == 200
+        while b"RUN_FINISHED" not in response.readline():  # the replay, then an idle open stream
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert response.read().strip() in (b"", b": keep-alive")  # the server ended the stream
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "his-otel serve stopped" in out
+
+
+def test_the_rows_of_every_scenario_map_to_a_well_formed_agui_run(table: str, his: Handle, ddb: Any) -> None:
+    """Runs open and close once each, nothing follows their end, steps and tool calls are balanced:
+    the rules AG-UI clients check (a run's events between RUN_STARTED and its end)."""
+    from his_otel.agui import agui_events
+    from his_otel.read import session_rows
+
+    for name, step_names in (("agent", set()), ("swarm", {"triage", "refunds", "notifier"}), ("bidi", None)):
+        session = new_session()
+        run_scenario(name, table, session, his)
+        events = list(agui_events(session_rows(ddb, table, session), session))
+        types = [e.type for e in events]
+        assert types[0] == EventType.RUN_STARTED, name
+        assert types[-1] == EventType.RUN_FINISHED, (name, types[-5:])
+        assert types.count(EventType.RUN_STARTED) == 1 == types.count(EventType.RUN_FINISHED), name
+        opened = Counter(e.step_name for e in events if e.type == EventType.STEP_STARTED)
+        closed = Counter(e.step_name for e in events if e.type == EventType.STEP_FINISHED)
+        assert opened == closed, name
+        if step_names is not None:
+            assert set(opened) == step_names, name
+        else:  # a voice session: its turns are steps
+            assert opened, name
+        calls = [e.tool_call_id for e in events if e.type == EventType.TOOL_CALL_START]
+        assert sorted(calls) == sorted(e.tool_call_id for e in events if e.type == EventType.TOOL_CALL_END)
+        for event in events:  # each is valid by the AG-UI models, as a client parses it
+            assert EVENTS.validate_json(event.model_dump_json(by_alias=True)).type == event.type
+
+
+def test_an_unreachable_table_is_a_503_with_the_reason_and_the_service_stays_up(table: str) -> None:
+    server = StatusServer(table, host="127.0.0.1", port=0, client=make_client("http://127.0.0.1:9")).start()
+    try:
+        status, body = get_json(f"{server.url}/sessions/x/rows")
+        assert status == 503 and "cannot read session 'x' yet" in body["error"]
+        assert get_json(f"{server.url}/health") == (200, {"status": "ok", "table": table})
+    finally:
+        server.shutdown()
+
+
+
