@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-import uuid
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 

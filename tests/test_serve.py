@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -248,7 +249,10 @@ def test_the_serve_command_refuses_strangers_without_a_token_in_one_sentence() -
 
 
 def test_the_serve_command_names_a_port_in_use() -> None:
-    with socket_on_port() as busy:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
         proc = subprocess.run(
             [HIS_OTEL, "serve", "--table", "t", "--port", str(busy), "--endpoint", "http://127.0.0.1:9"],
             capture_output=True,
@@ -257,19 +261,6 @@ def test_the_serve_command_names_a_port_in_use() -> None:
         )
     assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{busy}" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-class socket_on_port:
-    def __enter__(self) -> int:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        return int(self.sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
 
 
 def test_the_serve_command_ends_open_streams_and_exits_cleanly_on_sigterm(
@@ -337,6 +328,3 @@ def test_an_unreachable_table_is_a_503_with_the_reason_and_the_service_stays_up(
         assert get_json(f"{server.url}/health") == (200, {"status": "ok", "table": table})
     finally:
         server.shutdown()
-
-
-

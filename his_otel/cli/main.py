@@ -259,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script. After ``his-otel bridge`` (or ``serve``) has drained and closed everything it owns, a
-    watchdog bounds the interpreter's exit: a thread of a library (grpcio's, a thread pool's) was
+    """The console script. After ``his-otel bridge`` or ``serve`` has drained and closed everything
+    it owns, a watchdog bounds the interpreter's exit: a thread of a library (grpcio's, a thread pool's) was
     once seen, under load in CI, to hold it past the orchestrator's grace period. A normal exit
     takes well under the watchdog's delay and is left alone (grpcio still sends the last answers)."""
     code = main()
