@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -43,6 +46,24 @@ def _ctrl_c_cancels(cancel: Callable[[], None] | None) -> Iterator[threading.Eve
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def serve_page(table: str, session_id: str) -> str | None:
+    """The session's page on a ``his-otel serve`` reading ``table``: the one ``HIS_OTEL_SERVE_URL``
+    names, else one on this machine's default port, if it answers."""
+    from .serve.server import DEFAULT_PORT
+
+    base = os.environ.get("HIS_OTEL_SERVE_URL", "").strip().rstrip("/") or f"http://127.0.0.1:{DEFAULT_PORT}"
+    if not base.lower().startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=0.5) as answer:  # noqa: S310 - http(s) only
+            health = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(health, dict) or health.get("table") != table:
+        return None
+    return f"{base}/sessions/{urllib.parse.quote(session_id, safe='')}"
 
 
 def run_demo(
@@ -89,7 +110,11 @@ def run_demo(
             created = create_table(client, table)
         except Exception as e:
             raise explain(e, endpoint) from e
-        out.write(f"table {table} {'created' if created else 'exists'}; session {session_id}\n\n")
+        out.write(f"table {table} {'created' if created else 'exists'}; session {session_id}\n")
+        page = serve_page(table, session_id)
+        if page:
+            out.write(f"watch it live: {page}\n")
+        out.write("\n")
 
         handle = configure(table, service_name="his-otel-demo")
         stack.callback(handle.shutdown)
@@ -138,8 +163,14 @@ def run_demo(
                 out.write(f"milestone log events NOT sent over OTLP: {failed} records failed\n")
             else:
                 out.write(f"milestone log events sent over OTLP as they happened ({sent} records)\n")
+        if page:
+            out.write(f"the session page: {page}\n")
         if stack_has_local:
-            out.write("(the embedded DynamoDB stops with the demo; pass --endpoint to keep the rows)\n")
+            out.write(
+                "(the embedded DynamoDB stops with the demo; pass --endpoint to keep the rows, or start"
+                " `his-otel serve --local` first and run the demo with the endpoint it prints, to watch"
+                " the session live in a browser)\n"
+            )
         else:
             again = [
                 "his-otel",

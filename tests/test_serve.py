@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -328,3 +329,40 @@ def test_an_unreachable_table_is_a_503_with_the_reason_and_the_service_stays_up(
         assert get_json(f"{server.url}/health") == (200, {"status": "ok", "table": table})
     finally:
         server.shutdown()
+
+
+def test_serve_local_and_the_demo_in_another_terminal_show_the_session(tmp_path: Any) -> None:
+    """The README's two terminals: ``his-otel serve --local`` keeps a DynamoDB and serves the page;
+    ``his-otel demo --endpoint`` writes there and prints the session's page."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HIS_OTEL_"))}
+    serve_proc = subprocess.Popen(
+        [HIS_OTEL, "serve", "--local", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = [serve_proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        told, command = lines[2].split("in another terminal: ", 1)[1].split(" ", 1)
+        assert told == f"HIS_OTEL_SERVE_URL=http://127.0.0.1:{port}", lines
+        assert command.split()[:3] == ["his-otel", "demo", "--endpoint"], lines
+        demo = subprocess.run(
+            [HIS_OTEL, *command.split()[1:], "--turn-delay", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, "HIS_OTEL_SERVE_URL": told.split("=", 1)[1]},
+        )
+        assert demo.returncode == 0, demo.stderr
+        page = next(line for line in demo.stdout.splitlines() if line.startswith("watch it live: "))
+        url = page.removeprefix("watch it live: ")
+        assert url.startswith(f"http://127.0.0.1:{port}/sessions/demo-")
+        reported = int(next(w for w in demo.stdout.split("\n") if " rows for session " in w).split()[0])
+        status, body = get_json(f"{url}/rows")
+        assert status == 200 and len(body["rows"]) == reported
+    finally:
+        serve_proc.send_signal(signal.SIGTERM)
+        serve_proc.communicate(timeout=60)
+    assert serve_proc.returncode == 0

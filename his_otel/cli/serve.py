@@ -91,7 +91,9 @@ def run_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         if args.local:
-            print(f"then, in another terminal: his-otel demo --endpoint {endpoint}", flush=True)
+            # The demo finds a serve on the default port by itself; elsewhere it is told.
+            url = "" if server.address[1] == DEFAULT_PORT else f"HIS_OTEL_SERVE_URL={server.url} "
+            print(f"then, in another terminal: {url}his-otel demo --endpoint {endpoint}", flush=True)
         stop.wait()
     print("his-otel serve stopped", flush=True)
     return 0
