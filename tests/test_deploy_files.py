@@ -235,3 +235,24 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     assert "pip install --no-cache-dir ." in dockerfile
     for copied in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
         assert (ROOT / copied).exists(), copied
+
+
+def test_compose_serves_the_session_page_beside_jaeger(compose: dict[str, Any]) -> None:
+    from his_otel.cli.main import EXIT_WATCHDOG_S
+    from his_otel.demo import DEFAULT_DEMO_TABLE
+    from his_otel.serve.server import DEFAULT_PORT, DRAIN_S
+
+    services = compose["services"]
+    serve = services["his-serve"]
+    assert serve["command"][0] == "serve" and _flag(serve["command"], "--table") == DEFAULT_DEMO_TABLE
+    port = int(_flag(serve["command"], "--port"))
+    # The demo finds the page on the default port, published on the host's loopback only.
+    assert port == DEFAULT_PORT and f"127.0.0.1:{port}:{port}" in serve["ports"]
+    host, db_port = _service_and_port(serve["environment"]["AWS_ENDPOINT_URL_DYNAMODB"])
+    assert host == "dynamodb" and db_port in _container_ports(services["dynamodb"])
+    # Each row's link opens the trace in the Jaeger UI this file publishes.
+    assert _flag(serve["command"], "--trace-url") == "http://localhost:16686/trace/{trace_id}"
+    assert "127.0.0.1:16686:16686" in services["jaeger"]["ports"]
+    assert f":{port}/health" in " ".join(serve["healthcheck"]["test"])
+    grace = int(re.fullmatch(r"(\d+)s", serve["stop_grace_period"]).group(1))  # type: ignore[union-attr]
+    assert grace > DRAIN_S + EXIT_WATCHDOG_S
