@@ -28,6 +28,7 @@ BENCHMARKS = [
     "bridge",
     "collector_path",
     "bridge_attack",
+    "screen",
 ]
 AT_A_DISTANCE = {"throughput", "freshness"}
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 CELLS = 24  # three sub-tables of 8: up to 8 ids recovered nearly always, 312 bytes
 _PART = CELLS // 3
+_ALL = struct.Struct(">" + "bQI" * CELLS)
 _CELL = struct.Struct(">bQI")  # count (mod 256: a cell's purity is proven by its check), key, check
 
 
@@ -58,10 +59,10 @@ class Sketch:
         return sketch
 
     def to_bytes(self) -> bytes:
-        return b"".join(
-            _CELL.pack(((c + 0x80) & 0xFF) - 0x80, k, h)
-            for c, k, h in zip(self.count, self.keys, self.checks, strict=True)
-        )
+        values: list[int] = []
+        for c, k, h in zip(self.count, self.keys, self.checks, strict=True):
+            values += (((c + 0x80) & 0xFF) - 0x80, k, h)
+        return _ALL.pack(*values)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Sketch:
