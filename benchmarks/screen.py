@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import threading
 import time
 from typing import Any
@@ -27,9 +26,7 @@ from his_otel import configure, milestone
 from his_otel.read.cursor import event_ms
 from his_otel.serve import StatusServer
 from his_otel.serve.server import DEFAULT_POLL_MS
-
-CHROMIUM = os.environ.get("HIS_OTEL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
+from his_otel.testing.chromium import CHROMIUM, launch
 
 
 class QueryCounter:
@@ -104,7 +101,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
     handle = configure(table, client=clock)
     server = StatusServer(table, host="127.0.0.1", port=0, client=moto.client).start()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = launch(p)
         page = browser.new_page()
         # Emit-to-screen, 20 milestones a second.
         session = "screen-latency"

@@ -21,18 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from binaries import jaeger  # noqa: E402
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# What a closed network needs (see the machine notes): no background calls home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from his_otel.testing.chromium import launch  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +40,7 @@ def main() -> int:
         (trace_id,) = re.findall(r"trace id: ([0-9a-f]{32})", demo.stdout)
         print(demo.stdout)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch(p)
             page = browser.new_page(viewport={"width": 1600, "height": 1100})
             page.goto(f"{j.query}/trace/{trace_id}", wait_until="networkidle")
             page.locator(".span-name").first.click()

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("HIS_OTEL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
 
 
 def main() -> int:
@@ -25,6 +23,7 @@ def main() -> int:
     from his_otel.read import session_rows
     from his_otel.scenarios import BUILDERS
     from his_otel.serve import StatusServer
+    from his_otel.testing.chromium import launch
     from his_otel.testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
     from his_otel.write.table import create_table, make_client
 
@@ -42,7 +41,7 @@ def main() -> int:
         server = StatusServer(table, port=0, endpoint_url=endpoint).start()
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                browser = launch(p)
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
                 page.goto(f"{server.url}/sessions/{session}")
                 page.wait_for_function(f"document.body.dataset.rows === '{rows}'", timeout=60_000)

@@ -8,7 +8,6 @@ tests skip with the reason (and CI, which installs both, fails on a skip).
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -20,19 +19,9 @@ from his_otel import Handle
 from his_otel.read import session_rows
 from his_otel.scenarios import BUILDERS
 from his_otel.serve import StatusServer
+from his_otel.testing.chromium import CHROMIUM, launch
 from his_otel.testing.local_dynamodb import free_port
 
-CHROMIUM = os.environ.get("HIS_OTEL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# As the machine's probe starts it: headless, no sandbox (root), no background connections.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TRACE_URL = "http://jaeger.test:16686/trace/{trace_id}"
 
 
@@ -45,7 +34,7 @@ def browser() -> Iterator[Any]:
     except ImportError:
         pytest.skip("the playwright package is not installed (pip install playwright)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         yield browser
         browser.close()
 
@@ -190,3 +179,17 @@ def test_errors_stand_out(browser: Any, server: StatusServer, table: str, his: H
     color = page.eval_on_selector(".row.error .msg", "e => getComputedStyle(e).color")
     assert color == "rgb(179, 38, 30)"  # the error red, not the text colour
     page.close()
+
+
+def test_the_readmes_page_screenshot_script_makes_the_picture(browser: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "session_page_screenshot.py"
+    out = tmp_path / "page.png"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "42 rows" in proc.stdout

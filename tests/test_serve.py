@@ -249,6 +249,15 @@ def test_the_serve_command_refuses_strangers_without_a_token_in_one_sentence() -
     assert "Traceback" not in proc.stderr and "HIS_OTEL_SERVE_TOKEN" in proc.stderr
 
 
+def test_the_serve_command_without_a_table_says_so_in_one_sentence() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HIS_OTEL_TABLE"}
+    proc = subprocess.run([HIS_OTEL, "serve"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "his-otel: error: his-otel serve needs a table: pass --table or set HIS_OTEL_TABLE"
+    )
+
+
 def test_the_serve_command_names_a_port_in_use() -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

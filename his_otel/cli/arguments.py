@@ -56,3 +56,37 @@ def workers(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{number}: at least 1 process")
     return number
+
+
+def add_listen_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    env_host: str,
+    env_port: str,
+    default_port: int,
+    port_help: str = "port",
+) -> None:
+    """--host and --port of a server (the bridge's HTTP port, serve's port)."""
+    parser.add_argument(
+        "--host", type=text, default=None, help=f"listen address (else {env_host}, else 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=port, default=None, help=f"{port_help} (else {env_port}, else {default_port}; 0: any)"
+    )
+
+
+def add_token_arguments(
+    parser: argparse.ArgumentParser, *, env_token: str, env_file: str, env_allow: str
+) -> None:
+    """--token-file and --allow-unauthenticated, the conventions of every his-otel server."""
+    parser.add_argument(
+        "--token-file",
+        type=text,
+        default=None,
+        help=f"file holding the bearer token (else {env_token}, {env_file})",
+    )
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help=f"listen beyond loopback without a token (or {env_allow}=1)",
+    )

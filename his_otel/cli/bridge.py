@@ -22,21 +22,15 @@ from ..bridge.server import (
     ENV_PORT,
     serve_workers,
 )
-from .arguments import endpoint_url, port, seconds, text, workers
+from .arguments import add_listen_arguments, add_token_arguments, endpoint_url, port, seconds, text, workers
 
 
 def add_bridge_arguments(parser: argparse.ArgumentParser, endpoint_help: str) -> None:
     parser.add_argument(
         "--table", type=text, default=None, help=f"the one table it writes (else {config.ENV_TABLE})"
     )
-    parser.add_argument(
-        "--host", type=text, default=None, help=f"listen address (else {ENV_HOST}, else 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--port",
-        type=port,
-        default=None,
-        help=f"OTLP/HTTP port (else {ENV_PORT}, else {DEFAULT_PORT}; 0: any)",
+    add_listen_arguments(
+        parser, env_host=ENV_HOST, env_port=ENV_PORT, default_port=DEFAULT_PORT, port_help="OTLP/HTTP port"
     )
     parser.add_argument(
         "--grpc-port",
@@ -45,16 +39,8 @@ def add_bridge_arguments(parser: argparse.ArgumentParser, endpoint_help: str) ->
         help=f"OTLP/gRPC port (else {ENV_GRPC_PORT}, else {DEFAULT_GRPC_PORT}; 0: any)",
     )
     parser.add_argument("--no-grpc", action="store_true", help=f"serve OTLP/HTTP only (or {ENV_GRPC}=0)")
-    parser.add_argument(
-        "--token-file",
-        type=text,
-        default=None,
-        help=f"file holding the bearer token (else {ENV_TOKEN}, {ENV_TOKEN_FILE})",
-    )
-    parser.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        help=f"listen beyond loopback without a token (or {ENV_ALLOW_UNAUTHENTICATED}=1)",
+    add_token_arguments(
+        parser, env_token=ENV_TOKEN, env_file=ENV_TOKEN_FILE, env_allow=ENV_ALLOW_UNAUTHENTICATED
     )
     parser.add_argument(
         "--workers", type=workers, default=1, help="bridge processes sharing the ports (uvicorn's supervisor)"

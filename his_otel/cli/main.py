@@ -106,30 +106,28 @@ _LEAVE_AT_ONCE = False
 EXIT_WATCHDOG_S = 10
 
 
-def cmd_bridge(args: argparse.Namespace) -> int:
+def _run_server(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """A long-running server command: its start-up errors in one sentence, its exit bounded."""
     global _LEAVE_AT_ONCE
-    from .bridge import run_bridge
-
     _LEAVE_AT_ONCE = True
     try:
-        return run_bridge(args)
+        return run(args)
     except ValueError as e:
         raise CLIError(str(e)) from e
     except OSError as e:
         raise CLIError(e.strerror if e.strerror and "listen" in e.strerror else f"cannot listen: {e}") from e
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from .bridge import run_bridge
+
+    return _run_server(run_bridge, args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    global _LEAVE_AT_ONCE
     from .serve import run_serve
 
-    _LEAVE_AT_ONCE = True
-    try:
-        return run_serve(args)
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-    except OSError as e:
-        raise CLIError(e.strerror if e.strerror and "listen" in e.strerror else f"cannot listen: {e}") from e
+    return _run_server(run_serve, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -20,29 +20,16 @@ from ..serve.server import (
     ENV_TRACE_URL,
     StatusServer,
 )
-from .arguments import endpoint_url, port, seconds, text
+from .arguments import add_listen_arguments, add_token_arguments, endpoint_url, seconds, text
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser, endpoint_help: str) -> None:
     parser.add_argument(
         "--table", type=text, default=None, help=f"the table to read (else {config.ENV_TABLE})"
     )
-    parser.add_argument(
-        "--host", type=text, default=None, help=f"listen address (else {ENV_HOST}, else 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--port", type=port, default=None, help=f"port (else {ENV_PORT}, else {DEFAULT_PORT}; 0: any)"
-    )
-    parser.add_argument(
-        "--token-file",
-        type=text,
-        default=None,
-        help=f"file holding the bearer token (else {ENV_TOKEN}, {ENV_TOKEN_FILE})",
-    )
-    parser.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        help=f"listen beyond loopback without a token (or {ENV_ALLOW_UNAUTHENTICATED}=1)",
+    add_listen_arguments(parser, env_host=ENV_HOST, env_port=ENV_PORT, default_port=DEFAULT_PORT)
+    add_token_arguments(
+        parser, env_token=ENV_TOKEN, env_file=ENV_TOKEN_FILE, env_allow=ENV_ALLOW_UNAUTHENTICATED
     )
     parser.add_argument(
         "--poll-interval",
