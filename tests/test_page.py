@@ -158,6 +158,51 @@ def test_a_swarm_shows_one_lane_per_agent(
     page.close()
 
 
+def test_a_token_in_the_pages_address_never_leaves_as_a_referer(
+    browser: Any, moto_endpoint: str, table: str, his: Handle, ddb: Any
+) -> None:
+    """The page and its stream take ?access_token= (a browser cannot add headers); following a row's
+    trace link must not hand that address to Jaeger."""
+    import http.server
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Jaeger(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Referer")))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"trace")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    jaeger = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jaeger)
+    threading.Thread(target=jaeger.serve_forever, daemon=True).start()
+    trace_url = f"http://127.0.0.1:{jaeger.server_address[1]}/trace/{{trace_id}}"
+    server = StatusServer(
+        table, host="127.0.0.1", port=0, endpoint_url=moto_endpoint, token="s3cret", trace_url=trace_url
+    ).start()
+    try:
+        session = new_session()
+        BUILDERS["agent"](table, session, 0).run()
+        assert his.force_flush(10_000)
+        page = browser.new_page()
+        page.goto(f"{server.url}/sessions/{session}?access_token=s3cret")
+        page.wait_for_selector("a.trace", timeout=30_000)
+        with page.context.expect_page() as opened:
+            page.click("a.trace >> nth=0")
+        opened.value.wait_for_load_state()
+        trace_id = session_rows(ddb, table, session)[0]["trace_id"]
+        # Jaeger was asked for the trace with no Referer at all (Chrome's default would send the
+        # page's origin; the page says no-referrer, so not even that).
+        assert seen[0] == (f"/trace/{trace_id}", None)
+        page.close()
+    finally:
+        server.shutdown()
+        jaeger.shutdown()
+
+
 def test_errors_stand_out(browser: Any, server: StatusServer, table: str, his: Handle) -> None:
     from opentelemetry import trace
 
