@@ -284,3 +284,17 @@ def test_untimed_and_far_future_ids_survive_a_token_once(ddb: Any, table: str) -
     _put(ddb, table, session, fresh, fresh)
     resumed = SessionCursor(table, session, client=ddb, position=Position.from_token(cursor.token()))
     assert [r["event_id"] for r in resumed.poll()] == [fresh]
+
+
+def test_a_token_of_another_session_is_refused_not_misread(ddb: Any, table: str) -> None:
+    """Its window would pass for this session's: rows older than it would never be delivered."""
+    session, other = new_session(), new_session()
+    _put(ddb, table, session, _v7(int(time.time() * 1000)), "x")
+    cursor = SessionCursor(table, session, client=ddb)
+    cursor.poll()
+    token = cursor.token()
+    with pytest.raises(ValueError, match="made for another session"):
+        SessionCursor(table, other, client=ddb, position=Position.from_token(token))
+    with pytest.raises(ValueError, match="made for another session"):
+        Position.from_token(token, other)
+    assert Position.from_token(token, session).newest_id == cursor.position.newest_id

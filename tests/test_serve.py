@@ -144,6 +144,8 @@ def test_rows_endpoint_returns_unseen_rows_and_a_small_cursor(
     assert len(cursor) == len(first["cursor"])  # the window holds twice the rows now
     status, bad = get_json(f"{server.url}/sessions/{session}/rows?cursor=not-a-cursor")
     assert status == 400 and "not a session cursor token" in bad["error"]
+    status, bad = get_json(f"{server.url}/sessions/{new_session()}/rows?cursor={cursor}")
+    assert status == 400 and "made for another session" in bad["error"]
 
 
 def test_the_stream_replays_the_session_then_streams_rows_as_they_land(
@@ -309,7 +311,13 @@ def test_the_rows_of_every_scenario_map_to_a_well_formed_agui_run(table: str, hi
     from his_otel.agui import agui_events
     from his_otel.read import session_rows
 
-    for name, step_names in (("agent", set()), ("swarm", {"triage", "refunds", "notifier"}), ("bidi", None)):
+    scenarios = (
+        ("agent", set()),
+        ("swarm", {"triage", "refunds", "notifier"}),
+        ("graph", {"order-lookup", "shipping-lookup", "policy", "decide"}),
+        ("bidi", None),
+    )
+    for name, step_names in scenarios:
         session = new_session()
         run_scenario(name, table, session, his)
         events = list(agui_events(session_rows(ddb, table, session), session))

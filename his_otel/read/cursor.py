@@ -27,6 +27,7 @@ so a first poll of a long session holds a page and a window, never the whole ses
 from __future__ import annotations
 
 import base64
+import hashlib
 import heapq
 import logging
 import struct
@@ -105,9 +106,16 @@ def iter_rows(client: Any, table: str, session_id: str, *, after: str | None = N
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-_TOKEN_VERSION = 2
+_TOKEN_VERSION = 3
 _NO_TIME = (1 << 48) - 1
-_TOKEN_HEAD = struct.Struct(">B6sI16s")  # version, newest ms, window ms, newest timed id
+# version, newest ms, window ms, newest timed id, the session's tag
+_TOKEN_HEAD = struct.Struct(">B6sI16s4s")
+
+
+def session_tag(session_id: str) -> bytes:
+    """Four bytes naming a session in a token: a token of another session is refused, not
+    misread (its window would skip the older rows of this one)."""
+    return hashlib.blake2b(session_id.encode(), digest_size=4).digest()
 
 
 @dataclass
@@ -128,6 +136,8 @@ class Position:
     """The ids of ``recent``, summarised; kept in step with it."""
     resume_window_ms: int | None = None
     """Set for a position read from a token: the window the token's sketch covers, re-read once."""
+    session: bytes = b""
+    """For a position read from a token: the tag of the session it was made for."""
 
     by_time: list[tuple[int, str]] = field(default_factory=list, repr=False)
     """A heap of the timed ids of ``recent``, so pruning costs what it removes."""
@@ -185,30 +195,35 @@ class Position:
             self.remember(event_id, times[event_id])
         return [row for row in window_rows if row["event_id"] not in before], told_apart
 
-    def token(self, window_ms: int = DEFAULT_READ_WINDOW_MS) -> str:
+    def token(self, window_ms: int = DEFAULT_READ_WINDOW_MS, session_id: str | None = None) -> str:
         """A small text that :meth:`from_token` turns back into this position (URL-safe)."""
         newest = _NO_TIME if self.newest_ms is None else self.newest_ms
         ident = uuid.UUID(self.newest_id).bytes if self.newest_id else bytes(16)
-        head = _TOKEN_HEAD.pack(_TOKEN_VERSION, newest.to_bytes(6, "big"), window_ms, ident)
+        tag = session_tag(session_id) if session_id is not None else bytes(4)
+        head = _TOKEN_HEAD.pack(_TOKEN_VERSION, newest.to_bytes(6, "big"), window_ms, ident, tag)
         return base64.urlsafe_b64encode(head + self.sketch.to_bytes()).decode().rstrip("=")
 
     @classmethod
-    def from_token(cls, token: str) -> Position:
-        """Raises ValueError for a token this module did not make."""
+    def from_token(cls, token: str, session_id: str | None = None) -> Position:
+        """Raises ValueError for a token this module did not make, or one made for another session
+        than ``session_id`` (when given)."""
         try:
             data = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
-            version, newest, window_ms, ident = _TOKEN_HEAD.unpack_from(data)
+            version, newest, window_ms, ident, tag = _TOKEN_HEAD.unpack_from(data)
             if version != _TOKEN_VERSION:
                 raise ValueError(f"version {version}")
             sketch = Sketch.from_bytes(data[_TOKEN_HEAD.size :])
         except (ValueError, UnicodeError, struct.error) as e:
             raise ValueError(f"not a session cursor token: {e}") from None
+        if session_id is not None and any(tag) and tag != session_tag(session_id):
+            raise ValueError(f"this cursor token was made for another session than {session_id[:200]!r}")
         newest_ms = int.from_bytes(newest, "big")
         return cls(
             newest_ms=None if newest_ms == _NO_TIME else newest_ms,
             newest_id=str(uuid.UUID(bytes=ident)) if any(ident) else None,
             sketch=sketch,
             resume_window_ms=max(1, window_ms),
+            session=tag if any(tag) else b"",
         )
 
 
@@ -259,6 +274,8 @@ class SessionCursor:
         self._table = table
         self._session = session_id
         self._window_ms = window_ms
+        if position is not None and position.session and position.session != session_tag(session_id):
+            raise ValueError(f"this cursor token was made for another session than {session_id[:200]!r}")
         self.position = position or Position()
         self.resume_failures = 0
         """Resumes from a token whose sketch could not tell the rows apart (they were re-delivered)."""
@@ -270,7 +287,7 @@ class SessionCursor:
     def token(self) -> str:
         """The position as a small URL-safe text, for :meth:`Position.from_token`."""
         self.position.prune(self._window_ms)
-        return self.position.token(self._window_ms)
+        return self.position.token(self._window_ms, self._session)
 
     def poll(self) -> list[Row]:
         """The rows not delivered yet, in ``event_id`` order."""

@@ -103,7 +103,7 @@ class StatusApp:
         session_id = request.path_params["session_id"]
         cursor = request.query_params.get("cursor")
         try:
-            position = Position.from_token(cursor) if cursor else Position()
+            position = Position.from_token(cursor, session_id) if cursor else Position()
         except ValueError as e:
             return _error(400, str(e))
         async with self.hub.watch(session_id) as feed:
@@ -113,7 +113,7 @@ class StatusApp:
             for row in fresh:
                 position.remember(row["event_id"], feed_time(row))
             position.prune(feed.window_ms)
-            return JSONResponse({"rows": fresh, "cursor": position.token(feed.window_ms)})
+            return JSONResponse({"rows": fresh, "cursor": position.token(feed.window_ms, session_id)})
 
     async def events(self, request: Request) -> Response:
         refusal = self._refusal(request)
@@ -122,7 +122,7 @@ class StatusApp:
         session_id = request.path_params["session_id"]
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         try:
-            position = Position.from_token(last) if last else Position()
+            position = Position.from_token(last, session_id) if last else Position()
         except ValueError as e:
             return _error(400, f"Last-Event-ID: {e}")
         return StreamingResponse(
@@ -172,7 +172,7 @@ class StatusApp:
         position.prune(feed.window_ms)
         events = mapper.events(row)
         frames = [encoder.encode(event) for event in events]
-        frames[-1] = f"id: {position.token(feed.window_ms)}\n{frames[-1]}"
+        frames[-1] = f"id: {position.token(feed.window_ms, feed.session_id)}\n{frames[-1]}"
         return "".join(frames)
 
     async def page(self, request: Request) -> Response:
