@@ -214,8 +214,8 @@ def test_many_viewers_of_a_session_cost_one_query_per_interval(
     polls = server.hub.stats().polls - polls_before
     for client in clients:
         client.close()
-    # Ten viewers, one reader: one Query per poll (a poll may end mid-count: +1).
-    assert polls <= queries <= polls + 1
+    # Ten viewers, one reader: one Query per poll (a poll in flight at either end: +-1).
+    assert polls - 1 <= queries <= polls + 1
     stats = server.hub.stats()
     assert stats.sessions == 1
 
