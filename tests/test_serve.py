@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -75,6 +76,8 @@ class SSEClient:
         assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
         self.last_id: str | None = None
         self.events: list[Any] = []
+        self.rows: list[str] = []
+        """The row of each event that carried an id: each row once, when it arrived whole."""
 
     def read_until(self, done: Any) -> list[Any]:
         """Read events until ``done(events)`` after a row's last event (the one with an id, as a
@@ -92,6 +95,7 @@ class SSEClient:
                 self.events.append(EVENTS.validate_json(line[6:]))
             elif line == "" and ident is not None:
                 self.last_id, ident = ident, None
+                self.rows.append(self.events[-1].raw_event["event_id"])
                 if done(self.events):
                     break
         return self.events
@@ -383,3 +387,33 @@ def test_serve_local_and_the_demo_in_another_terminal_show_the_session(tmp_path:
         serve_proc.send_signal(signal.SIGTERM)
         serve_proc.communicate(timeout=60)
     assert serve_proc.returncode == 0
+
+
+def test_a_row_that_lands_late_reaches_an_open_stream_once(serve: Any, table: str, ddb: Any) -> None:
+    """A retried batch, another writer: a row whose id is older than rows already streamed."""
+    import uuid
+
+    session = new_session()
+    now = int(time.time() * 1000)
+
+    def put(ms: int, text: str) -> str:
+        event_id = str(uuid.UUID(f"{ms:012x}7{uuid.uuid4().hex[13:]}"))
+        item = {"session_id": session, "event_id": event_id, "agent_id": "a", "evt_type": "PROGRESS"}
+        item |= {"evt_message": text, "evt_datetime": "2026-12-03T00:00:00+00:00"}
+        ddb.put_item(TableName=table, Item={k: {"S": v} for k, v in item.items()})
+        return event_id
+
+    first = [put(now - 5000 + i, f"row {i}") for i in range(0, 50, 10)]
+    server = serve()
+    client = SSEClient(server, session)
+    client.read_until(lambda events: len(row_ids(events)) == len(first))
+    late = put(now - 4995, "late")  # older than four rows already on the screen
+    newer = put(now, "newer")
+    got = row_ids(client.read_until(lambda events: len(row_ids(events)) == len(first) + 2))
+    assert got[:5] == first and sorted(got[5:]) == sorted([late, newer])
+    polls = server.hub.stats().polls
+    wait_for(lambda: server.hub.stats().polls >= polls + 5, timeout_s=30)  # re-reads of the window
+    marker = put(now + 10, "marker")
+    client.read_until(lambda events: marker in row_ids(events))
+    client.close()
+    assert client.rows == [*first, *got[5:], marker]  # each once: nothing again on later polls
