@@ -173,7 +173,7 @@ class Position:
         window = self.resume_window_ms or DEFAULT_READ_WINDOW_MS
         return None if self.newest_ms is None else lower_bound(self.newest_ms - window)
 
-    def resume(self, window_rows: list[Row]) -> tuple[list[Row], bool]:
+    def resume(self, window_rows: list[Row], session_id: str) -> tuple[list[Row], bool]:
         """For a position read from a token, given the rows after :meth:`resume_bound` in
         ``event_id`` order: remember the ones delivered before (the sketch tells them from the ones
         that landed since) and return the rest, for the caller to deliver and :meth:`remember`;
@@ -189,6 +189,14 @@ class Position:
         ]
         landed_since = self.sketch.difference(maybe)
         told_apart = landed_since is not None
+        if not told_apart:
+            logger.warning(
+                "his-otel: a session cursor token for %r could not tell which of the %d rows of its"
+                " window it had delivered (more rows landed late since it was made than it can tell"
+                " apart): they are delivered again, never skipped",
+                session_id,
+                len(window_rows),
+            )
         before = set(maybe) - (landed_since if landed_since is not None else set(maybe))
         self.recent, self.sketch, self.by_time, self.resume_window_ms = {}, Sketch(), [], None
         for event_id in before:
@@ -196,7 +204,9 @@ class Position:
         return [row for row in window_rows if row["event_id"] not in before], told_apart
 
     def token(self, window_ms: int = DEFAULT_READ_WINDOW_MS, session_id: str | None = None) -> str:
-        """A small text that :meth:`from_token` turns back into this position (URL-safe)."""
+        """A small text that :meth:`from_token` turns back into this position (URL-safe). It covers
+        ``window_ms``: ids older than that are forgotten first (they would only crowd the sketch)."""
+        self.prune(window_ms)
         newest = _NO_TIME if self.newest_ms is None else self.newest_ms
         ident = uuid.UUID(self.newest_id).bytes if self.newest_id else bytes(16)
         tag = session_tag(session_id) if session_id is not None else bytes(4)
@@ -215,26 +225,22 @@ class Position:
             sketch = Sketch.from_bytes(data[_TOKEN_HEAD.size :])
         except (ValueError, UnicodeError, struct.error) as e:
             raise ValueError(f"not a session cursor token: {e}") from None
-        if session_id is not None and any(tag) and tag != session_tag(session_id):
-            raise ValueError(f"this cursor token was made for another session than {session_id[:200]!r}")
         newest_ms = int.from_bytes(newest, "big")
-        return cls(
+        position = cls(
             newest_ms=None if newest_ms == _NO_TIME else newest_ms,
             newest_id=str(uuid.UUID(bytes=ident)) if any(ident) else None,
             sketch=sketch,
             resume_window_ms=max(1, window_ms),
             session=tag if any(tag) else b"",
         )
+        if session_id is not None:
+            position.check_session(session_id)
+        return position
 
-
-def warn_resume(session_id: str, rows: int) -> None:
-    logger.warning(
-        "his-otel: a session cursor token for %r could not tell which of the %d rows of its window it"
-        " had delivered (more rows landed late since it was made than it can tell apart): they are"
-        " delivered again, never skipped",
-        session_id,
-        rows,
-    )
+    def check_session(self, session_id: str) -> None:
+        """Raises ValueError when this position was read from a token of another session."""
+        if self.session and self.session != session_tag(session_id):
+            raise ValueError(f"this cursor token was made for another session than {session_id[:200]!r}")
 
 
 class SessionCursor:
@@ -274,8 +280,8 @@ class SessionCursor:
         self._table = table
         self._session = session_id
         self._window_ms = window_ms
-        if position is not None and position.session and position.session != session_tag(session_id):
-            raise ValueError(f"this cursor token was made for another session than {session_id[:200]!r}")
+        if position is not None:
+            position.check_session(session_id)
         self.position = position or Position()
         self.resume_failures = 0
         """Resumes from a token whose sketch could not tell the rows apart (they were re-delivered)."""
@@ -286,7 +292,6 @@ class SessionCursor:
 
     def token(self) -> str:
         """The position as a small URL-safe text, for :meth:`Position.from_token`."""
-        self.position.prune(self._window_ms)
         return self.position.token(self._window_ms, self._session)
 
     def poll(self) -> list[Row]:
@@ -319,10 +324,8 @@ class SessionCursor:
         """The first poll from a token: re-read the token's window and deliver what it lacks."""
         pos = self.position
         rows = list(iter_rows(self._client, self._table, self._session, after=pos.resume_bound()))
-        fresh, told_apart = pos.resume(rows)
-        if not told_apart:
-            self.resume_failures += 1
-            warn_resume(self._session, len(rows))
+        fresh, told_apart = pos.resume(rows, self._session)
+        self.resume_failures += not told_apart
         latest_believable = int(time.time() * 1000) + FUTURE_SLACK_MS
         for row in fresh:
             pos.remember(row["event_id"], believable_ms(row["event_id"], latest_believable))

@@ -25,9 +25,8 @@ def _check(key: int) -> int:
     return int.from_bytes(hashlib.blake2b(key.to_bytes(8, "big"), digest_size=4).digest(), "big")
 
 
-def _hash(event_id: str) -> tuple[int, int]:
-    key = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
-    return key, _check(key)
+def _key(event_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
 def _cells(key: int) -> tuple[int, int, int]:
@@ -46,10 +45,10 @@ class Sketch:
         self.checks = [0] * CELLS
 
     def add(self, event_id: str) -> None:
-        _apply(self, _hash(event_id)[0], 1)
+        _apply(self, _key(event_id), 1)
 
     def remove(self, event_id: str) -> None:
-        _apply(self, _hash(event_id)[0], -1)
+        _apply(self, _key(event_id), -1)
 
     @classmethod
     def of(cls, event_ids: Iterable[str]) -> Sketch:
@@ -79,7 +78,7 @@ class Sketch:
         by_key: dict[int, str] = {}
         diff = Sketch()
         for event_id in now:
-            key = _hash(event_id)[0]
+            key = _key(event_id)
             by_key[key] = event_id
             _apply(diff, key, 1)
         for i in range(CELLS):

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from ..agui import AGUIMapper
 from ..bridge.auth import TokenCheck
-from ..read.cursor import FUTURE_SLACK_MS, Position, Row, believable_ms, warn_resume
+from ..read.cursor import FUTURE_SLACK_MS, Position, Row, believable_ms
 from .hub import Feed, SessionHub
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,6 @@ class StatusApp:
             fresh = _undelivered(session_id, feed.rows, position, feed.window_ms)
             for row in fresh:
                 position.remember(row["event_id"], feed_time(row))
-            position.prune(feed.window_ms)
             return JSONResponse({"rows": fresh, "cursor": position.token(feed.window_ms, session_id)})
 
     async def events(self, request: Request) -> Response:
@@ -169,7 +168,6 @@ class StatusApp:
     def _frame(encoder: EventEncoder, mapper: AGUIMapper, position: Position, feed: Feed, row: Row) -> str:
         """One row's events, written at once; the last carries the cursor after the row as its id."""
         position.remember(row["event_id"], feed_time(row))
-        position.prune(feed.window_ms)
         events = mapper.events(row)
         frames = [encoder.encode(event) for event in events]
         frames[-1] = f"id: {position.token(feed.window_ms, feed.session_id)}\n{frames[-1]}"
@@ -201,10 +199,7 @@ def _undelivered(session_id: str, rows: list[Row], position: Position, window_ms
     if position.resume_window_ms is not None:
         after = position.resume_bound()
         in_window = sorted((r for r in rows if after is None or r["event_id"] > after), key=_key)
-        fresh, told_apart = position.resume(in_window)
-        if not told_apart:
-            warn_resume(session_id, len(in_window))
-        return fresh
+        return position.resume(in_window, session_id)[0]
     return [r for r in rows if not position.delivered(r["event_id"], feed_time(r), window_ms)]
 
 
