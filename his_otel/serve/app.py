@@ -19,7 +19,6 @@ import dataclasses
 import html
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from importlib import resources
 
@@ -31,7 +30,7 @@ from starlette.routing import Route
 
 from ..agui import AGUIMapper
 from ..bridge.auth import TokenCheck
-from ..read.cursor import FUTURE_SLACK_MS, Position, Row, believable_ms
+from ..read.cursor import Position, Row
 from .hub import Feed, SessionHub
 
 logger = logging.getLogger(__name__)
@@ -109,9 +108,9 @@ class StatusApp:
         async with self.hub.watch(session_id) as feed:
             if feed.polls == 0:
                 return _error(503, f"cannot read session {session_id!r} yet: {feed.error}")
-            fresh = _undelivered(session_id, feed.rows, position, feed.window_ms)
+            fresh = _undelivered(feed, feed.rows, position)
             for row in fresh:
-                position.remember(row["event_id"], feed_time(row))
+                position.remember(row["event_id"], feed.times[row["event_id"]])
             return JSONResponse({"rows": fresh, "cursor": position.token(feed.window_ms, session_id)})
 
     async def events(self, request: Request) -> Response:
@@ -137,7 +136,7 @@ class StatusApp:
         async with self.hub.watch(session_id) as feed:
             seen = len(feed.rows)  # the feed grows while this generator waits on its client
             resumed = position.resume_window_ms is not None
-            fresh = _undelivered(session_id, feed.rows[:seen], position, feed.window_ms)
+            fresh = _undelivered(feed, feed.rows[:seen], position)
             if resumed:
                 # The mapper learns the runs and tool calls still open from the rows sent before.
                 sending = {r["event_id"] for r in fresh}
@@ -149,7 +148,7 @@ class StatusApp:
             while not self.stopping.is_set():
                 for row in feed.rows[seen:]:
                     seen += 1
-                    if not position.delivered(row["event_id"], feed_time(row), feed.window_ms):
+                    if not position.delivered(row["event_id"], feed.times[row["event_id"]], feed.window_ms):
                         yield self._frame(encoder, mapper, position, feed, row)
                 if not await self._wait(feed, seen):
                     if await request.is_disconnected():
@@ -167,7 +166,7 @@ class StatusApp:
     @staticmethod
     def _frame(encoder: EventEncoder, mapper: AGUIMapper, position: Position, feed: Feed, row: Row) -> str:
         """One row's events, written at once; the last carries the cursor after the row as its id."""
-        position.remember(row["event_id"], feed_time(row))
+        position.remember(row["event_id"], feed.times[row["event_id"]])
         events = mapper.events(row)
         frames = [encoder.encode(event) for event in events]
         frames[-1] = f"id: {position.token(feed.window_ms, feed.session_id)}\n{frames[-1]}"
@@ -189,18 +188,16 @@ class StatusApp:
         )
 
 
-def feed_time(row: Row) -> int | None:
-    return believable_ms(str(row["event_id"]), int(time.time() * 1000) + FUTURE_SLACK_MS)
-
-
-def _undelivered(session_id: str, rows: list[Row], position: Position, window_ms: int) -> list[Row]:
-    """The rows of ``rows`` (a feed's, in the order read) that ``position`` has not delivered, in
+def _undelivered(feed: Feed, rows: list[Row], position: Position) -> list[Row]:
+    """The rows of ``rows`` (the feed's, in the order read) that ``position`` has not delivered, in
     the order to send them."""
     if position.resume_window_ms is not None:
         after = position.resume_bound()
         in_window = sorted((r for r in rows if after is None or r["event_id"] > after), key=_key)
-        return position.resume(in_window, session_id)[0]
-    return [r for r in rows if not position.delivered(r["event_id"], feed_time(r), window_ms)]
+        return position.resume(in_window, feed.session_id)[0]
+    return [
+        r for r in rows if not position.delivered(r["event_id"], feed.times[r["event_id"]], feed.window_ms)
+    ]
 
 
 def _key(row: Row) -> str:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..read.cursor import Row, SessionCursor
+from ..read.cursor import FUTURE_SLACK_MS, Row, SessionCursor, believable_ms
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class Feed:
     def __init__(self, hub: SessionHub, session_id: str) -> None:
         self.session_id = session_id
         self.rows: list[Row] = []
+        self.times: dict[str, int | None] = {}
+        """Each row's emission time (None: none to believe), worked out once for every viewer."""
         self.viewers = 0
         self.polls = 0
         self.error: str | None = None
@@ -78,6 +80,8 @@ class Feed:
             self.polls += 1
             self._hub.polls += 1
             if fresh:
+                latest = int(time.time() * 1000) + FUTURE_SLACK_MS
+                self.times.update((r["event_id"], believable_ms(r["event_id"], latest)) for r in fresh)
                 self.rows.extend(fresh)
                 self._grown.set()
                 self._grown = asyncio.Event()
