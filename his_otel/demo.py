@@ -16,11 +16,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from . import config
 from .scenarios import BUILDERS
 from .tracing import configure, otlp_endpoint
+from .write.client import LOOPBACK_HOSTS
 
 DEFAULT_DEMO_TABLE = "his-otel-demo"
 
@@ -46,6 +46,26 @@ def _ctrl_c_cancels(cancel: Callable[[], None] | None) -> Iterator[threading.Eve
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def start_embedded_dynamodb(stack: contextlib.ExitStack) -> str:
+    """Start moto's server until ``stack`` closes, and point this process's AWS credentials at
+    placeholders it takes (real ones are never sent to it). Its endpoint.
+
+    Raises:
+        TableError: it cannot start (the ``local`` extra missing), in one sentence.
+    """
+    from .testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
+    from .write.table import TableError
+
+    local = LocalDynamoDB()
+    try:
+        endpoint = local.start()
+    except Exception as e:
+        raise TableError(str(e)) from e
+    stack.callback(local.stop)
+    os.environ.update(LOCAL_ENV)
+    return endpoint
 
 
 def serve_page(table: str, session_id: str) -> str | None:
@@ -83,8 +103,7 @@ def run_demo(
         TableError: DynamoDB cannot be reached or the table cannot be created (what to do, in words).
     """
     from .read.follow import Follower
-    from .testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
-    from .write.table import TableError, create_table, explain, make_client
+    from .write.table import create_table, explain, make_client
 
     table = config.resolve_str(table or None, config.ENV_TABLE, DEFAULT_DEMO_TABLE)
     session_id = session_id or f"demo-{uuid.uuid4().hex[:8]}"
@@ -93,14 +112,7 @@ def run_demo(
     with contextlib.ExitStack() as stack:
         if not endpoint and not use_aws:
             stack_has_local = True
-            local = LocalDynamoDB()
-            try:
-                endpoint = local.start()
-            except Exception as e:
-                raise TableError(str(e)) from e
-            stack.callback(local.stop)
-            # moto takes any credentials; real ones are never sent to it.
-            os.environ.update(LOCAL_ENV)
+            endpoint = start_embedded_dynamodb(stack)
             out.write(f"embedded DynamoDB (moto server) at {endpoint}\n")
         if endpoint:
             # The writer configure() builds reads it (a loopback endpoint needs no AWS set-up).
@@ -151,8 +163,8 @@ def run_demo(
             else:
                 first = traces[0] if traces else ""
                 out.write(f"trace sent over OTLP to {target} ({sent} spans)")
-                host = urlsplit(target).hostname or ""
-                if host in ("localhost", "127.0.0.1", "::1"):
+                host = urllib.parse.urlsplit(target).hostname or ""
+                if host in LOOPBACK_HOSTS:
                     # The compose stack's Jaeger, beside the collector this trace went to.
                     out.write(f"; in Jaeger: http://localhost:16686/trace/{first}\n")
                 else:

@@ -417,3 +417,16 @@ def test_a_row_that_lands_late_reaches_an_open_stream_once(serve: Any, table: st
     client.read_until(lambda events: marker in row_ids(events))
     client.close()
     assert client.rows == [*first, *got[5:], marker]  # each once: nothing again on later polls
+
+
+@pytest.mark.parametrize("command", [["demo"], ["serve", "--local", "--port", "0"]])
+def test_without_the_local_extra_the_embedded_dynamodb_is_one_sentence(
+    command: list[str], tmp_path: Any
+) -> None:
+    """Installed without ``[local]``, moto is absent: shadowed here by a package that fails to import."""
+    (tmp_path / "moto").mkdir()
+    (tmp_path / "moto" / "__init__.py").write_text("raise ImportError('no moto here')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([HIS_OTEL, *command], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("his-otel: error: the embedded DynamoDB needs moto's server")

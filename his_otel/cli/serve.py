@@ -87,16 +87,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _start_local(stack: contextlib.ExitStack, table: str | None) -> str:
-    from ..demo import DEFAULT_DEMO_TABLE
-    from ..testing.local_dynamodb import LOCAL_ENV, LocalDynamoDB
+    from ..demo import DEFAULT_DEMO_TABLE, start_embedded_dynamodb
     from ..write.table import create_table, make_client
 
-    local = LocalDynamoDB()
-    endpoint = local.start()
-    stack.callback(local.stop)
-    os.environ.update(LOCAL_ENV)  # moto takes any credentials; real ones are never sent to it
+    endpoint = start_embedded_dynamodb(stack)
     name = table or DEFAULT_DEMO_TABLE
     os.environ.setdefault(config.ENV_TABLE, name)
     create_table(make_client(endpoint), name)
     print(f"embedded DynamoDB (moto server) at {endpoint}, table {name}", flush=True)
-    return str(endpoint)
+    return endpoint
