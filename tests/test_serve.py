@@ -23,7 +23,7 @@ from ag_ui.core import Event, EventType
 from pydantic import TypeAdapter
 
 from fault_proxy import FaultProxy
-from helpers import HIS_OTEL, new_session, wait_for, wait_listening
+from helpers import HIS_OTEL, fresh_shell, new_session, wait_for, wait_listening
 from his_otel import Handle
 from his_otel.read import session_rows
 from his_otel.scenarios import BUILDERS
@@ -426,7 +426,7 @@ def test_without_the_local_extra_the_embedded_dynamodb_is_one_sentence(
     """Installed without ``[local]``, moto is absent: shadowed here by a package that fails to import."""
     (tmp_path / "moto").mkdir()
     (tmp_path / "moto" / "__init__.py").write_text("raise ImportError('no moto here')\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = fresh_shell(PYTHONPATH=str(tmp_path))  # no endpoint configured: the embedded one is asked for
     proc = subprocess.run([HIS_OTEL, *command], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("his-otel: error: the embedded DynamoDB needs moto's server")
