@@ -145,7 +145,7 @@ class AGUIMapper:
             call_id = str(row.get("event_id", ""))
             match = _TOOL_NAME.match(message)
             name = match.group(1) if match else "tool"
-            self._tools.setdefault(agent_id, []).append((call_id, name, row_ms(row)))
+            self._tools.setdefault(agent_id, []).append((call_id, name, common["timestamp"]))
             out.append(ToolCallStartEvent(tool_call_id=call_id, tool_call_name=name, **common))
         elif evt_type == EventType.PROGRESS.value:
             content = {"agent_id": agent_id, "message": message}

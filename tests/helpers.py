@@ -146,3 +146,16 @@ def log_events(exported: Any) -> list[dict[str, Any]]:
             }
         )
     return events
+
+
+def uuid7_at(ms: int) -> str:
+    """A UUIDv7 emitted at ``ms`` (milliseconds since the epoch), as his-otel makes them."""
+    return str(uuid.UUID(f"{ms:012x}7{uuid.uuid4().hex[13:]}"))
+
+
+def put_row(ddb: Any, table: str, session: str, event_id: str, text: str) -> str:
+    """Write one PROGRESS row straight to the table, as another writer would; its event_id."""
+    item = {"session_id": session, "event_id": event_id, "agent_id": "a", "evt_type": "PROGRESS"}
+    item |= {"evt_message": text, "evt_datetime": "2026-12-03T00:00:00+00:00"}
+    ddb.put_item(TableName=table, Item={k: {"S": v} for k, v in item.items()})
+    return event_id

@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from fault_proxy import FaultProxy
-from helpers import new_session
+from helpers import new_session, put_row, uuid7_at
 from his_otel import DynamoDBSpanExporter, HISAgent, HISSpanProcessor, ScriptedModel, milestone
 from his_otel.read import Position, SessionCursor, iter_rows, session_rows
 from his_otel.scenarios import BUILDERS, SCENARIOS
@@ -199,18 +199,6 @@ def test_follow_stops_after_the_error_of_an_invocation_that_raised(his: Any, ddb
     assert got[-1]["evt_type"] == "ERROR" and got[-1]["evt_message"].startswith("Invocation failed")
 
 
-def _put(ddb: Any, table: str, session: str, event_id: str, text: str) -> None:
-    item = {"session_id": {"S": session}, "event_id": {"S": event_id}, "agent_id": {"S": "a"}}
-    item |= {"evt_type": {"S": "PROGRESS"}, "evt_message": {"S": text}, "evt_datetime": {"S": "-"}}
-    ddb.put_item(TableName=table, Item=item)
-
-
-def _v7(ms: int) -> str:
-    """A UUIDv7 emitted at ``ms``, as his-otel makes them."""
-    digits = f"{ms:012x}7{uuid.uuid4().hex[13:]}"
-    return str(uuid.UUID(digits))
-
-
 def test_a_cursor_token_stays_small_whatever_its_window_holds(ddb: Any, table: str) -> None:
     session = new_session()
     now = int(time.time() * 1000)
@@ -218,7 +206,7 @@ def test_a_cursor_token_stays_small_whatever_its_window_holds(ddb: Any, table: s
     sizes = []
     for batch in (1, 299, 2700):  # 1, 300, then 3,000 rows in the window
         for i in range(batch):
-            _put(ddb, table, session, _v7(now - 60_000 + len(cursor.position.recent) + i), f"r{i}")
+            put_row(ddb, table, session, uuid7_at(now - 60_000 + len(cursor.position.recent) + i), f"r{i}")
         cursor.poll()
         sizes.append(len(cursor.token()))
     assert len(cursor.position.recent) == 3000
@@ -229,25 +217,25 @@ def test_a_cursor_token_stays_small_whatever_its_window_holds(ddb: Any, table: s
 def test_a_token_resumes_with_the_rows_that_landed_late_since_and_no_other(ddb: Any, table: str) -> None:
     session = new_session()
     now = int(time.time() * 1000)
-    ids = [_v7(now - 5_000 + i) for i in range(0, 1000, 10)]
+    ids = [uuid7_at(now - 5_000 + i) for i in range(0, 1000, 10)]
     for event_id in ids[::2]:
-        _put(ddb, table, session, event_id, event_id)
+        put_row(ddb, table, session, event_id, event_id)
     cursor = SessionCursor(table, session, client=ddb)
     assert len(cursor.poll()) == 50
     token = cursor.token()
     # Rows land after the token was made: six of them late (older ids than the newest delivered:
     # a retried batch, another writer), four after it.
     late = ids[1:12:2]
-    after = [_v7(now + i) for i in range(4)]
+    after = [uuid7_at(now + i) for i in range(4)]
     for event_id in late + after:
-        _put(ddb, table, session, event_id, event_id)
+        put_row(ddb, table, session, event_id, event_id)
     resumed = SessionCursor(table, session, client=ddb, position=Position.from_token(token))
     assert [r["event_id"] for r in resumed.poll()] == sorted(late + after)
     assert resumed.poll() == [] and resumed.resume_failures == 0
     # Its own token, and a new row: delivered once more, the rest never again.
     again = SessionCursor(table, session, client=ddb, position=Position.from_token(resumed.token()))
-    newer = _v7(now + 10)
-    _put(ddb, table, session, newer, newer)
+    newer = uuid7_at(now + 10)
+    put_row(ddb, table, session, newer, newer)
     assert [r["event_id"] for r in again.poll()] == [newer]
 
 
@@ -256,15 +244,15 @@ def test_a_token_with_more_late_rows_than_it_can_tell_apart_repeats_rows_never_s
 ) -> None:
     session = new_session()
     now = int(time.time() * 1000)
-    ids = [_v7(now - 5_000 + i) for i in range(0, 2000, 10)]
+    ids = [uuid7_at(now - 5_000 + i) for i in range(0, 2000, 10)]
     for event_id in ids[::2]:
-        _put(ddb, table, session, event_id, event_id)
+        put_row(ddb, table, session, event_id, event_id)
     cursor = SessionCursor(table, session, client=ddb)
     cursor.poll()
     token = cursor.token()
     late = ids[1::2][:60]
     for event_id in late:
-        _put(ddb, table, session, event_id, event_id)
+        put_row(ddb, table, session, event_id, event_id)
     resumed = SessionCursor(table, session, client=ddb, position=Position.from_token(token))
     got = [r["event_id"] for r in resumed.poll()]
     assert set(late) <= set(got)  # none skipped
@@ -275,13 +263,13 @@ def test_a_token_with_more_late_rows_than_it_can_tell_apart_repeats_rows_never_s
 def test_untimed_and_far_future_ids_survive_a_token_once(ddb: Any, table: str) -> None:
     session = new_session()
     now = int(time.time() * 1000)
-    odd = [str(uuid.uuid4()), _v7(now + 86_400_000), _v7(now - 1000)]
+    odd = [str(uuid.uuid4()), uuid7_at(now + 86_400_000), uuid7_at(now - 1000)]
     for event_id in odd:
-        _put(ddb, table, session, event_id, event_id)
+        put_row(ddb, table, session, event_id, event_id)
     cursor = SessionCursor(table, session, client=ddb)
     assert len(cursor.poll()) == 3
-    fresh = _v7(now)
-    _put(ddb, table, session, fresh, fresh)
+    fresh = uuid7_at(now)
+    put_row(ddb, table, session, fresh, fresh)
     resumed = SessionCursor(table, session, client=ddb, position=Position.from_token(cursor.token()))
     assert [r["event_id"] for r in resumed.poll()] == [fresh]
 
@@ -289,7 +277,7 @@ def test_untimed_and_far_future_ids_survive_a_token_once(ddb: Any, table: str) -
 def test_a_token_of_another_session_is_refused_not_misread(ddb: Any, table: str) -> None:
     """Its window would pass for this session's: rows older than it would never be delivered."""
     session, other = new_session(), new_session()
-    _put(ddb, table, session, _v7(int(time.time() * 1000)), "x")
+    put_row(ddb, table, session, uuid7_at(int(time.time() * 1000)), "x")
     cursor = SessionCursor(table, session, client=ddb)
     cursor.poll()
     token = cursor.token()

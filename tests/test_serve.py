@@ -23,7 +23,7 @@ from ag_ui.core import Event, EventType
 from pydantic import TypeAdapter
 
 from fault_proxy import FaultProxy
-from helpers import HIS_OTEL, fresh_shell, new_session, wait_for, wait_listening
+from helpers import HIS_OTEL, fresh_shell, new_session, put_row, uuid7_at, wait_for, wait_listening
 from his_otel import Handle
 from his_otel.read import session_rows
 from his_otel.scenarios import BUILDERS
@@ -391,17 +391,12 @@ def test_serve_local_and_the_demo_in_another_terminal_show_the_session(tmp_path:
 
 def test_a_row_that_lands_late_reaches_an_open_stream_once(serve: Any, table: str, ddb: Any) -> None:
     """A retried batch, another writer: a row whose id is older than rows already streamed."""
-    import uuid
 
     session = new_session()
     now = int(time.time() * 1000)
 
     def put(ms: int, text: str) -> str:
-        event_id = str(uuid.UUID(f"{ms:012x}7{uuid.uuid4().hex[13:]}"))
-        item = {"session_id": session, "event_id": event_id, "agent_id": "a", "evt_type": "PROGRESS"}
-        item |= {"evt_message": text, "evt_datetime": "2026-12-03T00:00:00+00:00"}
-        ddb.put_item(TableName=table, Item={k: {"S": v} for k, v in item.items()})
-        return event_id
+        return put_row(ddb, table, session, uuid7_at(ms), text)
 
     first = [put(now - 5000 + i, f"row {i}") for i in range(0, 50, 10)]
     server = serve()
