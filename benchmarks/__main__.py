@@ -16,10 +16,12 @@ import sys
 import time
 from importlib.metadata import version
 
-from benchmarks.common import ENV_LATENCY_MS, Moto, Row, render
+from benchmarks.common import ENV_LATENCY_MS, ENV_STANDINS, STANDIN_LATENCIES_MS, Moto, Row, render
 from benchmarks.distance import Link
+from benchmarks.standin import StandIn
 
 BENCHMARKS = [
+    "standin_ceiling",
     "agent_thread",
     "throughput",
     "freshness",
@@ -52,7 +54,7 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({cpu or platform.processor()}), Python {platform.python_version()}, "
         f"strands-agents {version('strands-agents')}, opentelemetry-sdk {version('opentelemetry-sdk')}, "
-        f"boto3 {version('boto3')}, moto {version('moto')}"
+        f"boto3 {version('boto3')}, moto {version('moto')}, uvicorn {version('uvicorn')}"
     )
 
 
@@ -77,6 +79,10 @@ def main() -> int:
     latencies = [float(ms) for ms in args.latency_ms.split(",") if ms.strip()] or [0.0]
     moto = Moto()
     links = {ms: Link(moto.endpoint, ms) for ms in latencies if ms}
+    standins = {ms: StandIn(ms) for ms in STANDIN_LATENCIES_MS}
+    os.environ[ENV_STANDINS] = ",".join(f"{ms:g}={s.endpoint}" for ms, s in standins.items())
+    # moto stays boto3's default endpoint for the benchmarks that still write to it.
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = moto.endpoint
     rows: list[Row] = []
     try:
         for name in names:
@@ -97,6 +103,8 @@ def main() -> int:
     finally:
         for link in links.values():
             link.stop()
+        for server in standins.values():
+            server.stop()
         moto.stop()
     print(f"his-otel benchmarks, {time.strftime('%Y-%m-%d')}, {'quick' if args.quick else 'full'} run")
     print(f"machine: {machine()}")

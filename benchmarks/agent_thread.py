@@ -1,12 +1,14 @@
 """1. Cost of one milestone: his_otel.milestone() inside a recording span, with the live processor
-writing to moto in the background, vs here-i-strand's way (BASELINE: a fresh boto3.client("dynamodb")
-and a synchronous put_item per milestone), against the same moto server. Wall time on the agent's
-thread per call, and CPU per milestone of the whole process (the agent's thread plus the writer
-threads, whose botocore work takes the GIL from the agent), also against a bare span event (what
-OpenTelemetry alone costs). The log copy of each milestone goes to a global LoggerProvider whose
-batch processor encodes each batch as OTLP protobuf (what its OTLP exporter does before sending);
-"span copy only" is the same with the log copy off. Blocks of each alternate so machine noise hits
-all alike."""
+writing in the background, vs here-i-strand's way (BASELINE: a fresh boto3.client("dynamodb") and a
+synchronous put_item per milestone), against the same DynamoDB stand-in (``benchmarks.standin``:
+keep-alive connections and no delay, as DynamoDB's own; moto's server closes each connection). Wall
+time on the agent's thread per call, and CPU per milestone of the whole process (the agent's thread,
+the writer threads, whose botocore work takes the GIL from the agent, and the log exporter's thread).
+The log copy of each milestone goes to a global LoggerProvider whose batch processor encodes each
+batch as OTLP protobuf (what its OTLP exporter does before sending); "span copy only" is the same
+with the log copy off. The references are what OpenTelemetry alone costs for the same copies: the
+same span event (and the same log event through the same provider), with no row written. Blocks of
+each alternate so machine noise hits all alike."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from benchmarks.common import Moto, Row, median, percentile
-from his_otel import DynamoDBSpanExporter, HISSpanProcessor, milestone
+from benchmarks.common import Moto, Row, median, percentile, standin
+from his_otel import DynamoDBSpanExporter, HISSpanProcessor, log_copy, milestone
+from his_otel.emit import new_event_id
+from his_otel.schema import EVENT_NAME, Milestone, event_attributes, to_item
 
 
 def here_i_strand_way(table: str, session: str, evt_type: str, message: str) -> None:
@@ -73,19 +77,48 @@ def install_logs() -> tuple[Any, EncodingLogExporter]:
     return processor, exporter
 
 
+def otel_alone(tracer: Any, session: str, copies: str, rows: list[Milestone] | None = None) -> None:
+    """What OpenTelemetry alone costs for one milestone's copies: the same span event (and the same
+    log event through the same LoggerProvider); into ``rows`` if given, for a plain writer."""
+    with tracer.start_as_current_span("execute_event_loop_cycle") as span:
+        ctx = span.get_span_context()
+        for _ in range(10):
+            m = Milestone(new_event_id(), session, "default", "PROGRESS", "step done", time.time_ns(),
+                          ctx.trace_id, ctx.span_id, "execute_event_loop_cycle")  # fmt: skip
+            span.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
+            if copies == "both":
+                log_copy.emit(m, ctx)
+            if rows is not None:
+                rows.append(m)
+
+
+def boto3_batches(client: Any, table: str, rows: list[Milestone]) -> None:
+    """The rows written as a plain boto3 user would: BatchWriteItem calls of 25 on one thread."""
+    items = [{"PutRequest": {"Item": to_item(m)}} for m in rows]
+    for i in range(0, len(items), 25):
+        assert not client.batch_write_item(RequestItems={table: items[i : i + 25]}).get("UnprocessedItems")
+
+
 def run(moto: Moto, quick: bool) -> list[Row]:
     rounds = 3 if quick else 5
     ours_per_round = 2_000 if quick else 10_000
     base_per_round = 40 if quick else 150
+    # A DynamoDB that keeps its connections open and answers at once, as DynamoDB does: moto's
+    # server closes every connection, which costs the client a connect per call.
+    moto = standin(0)
     table = moto.new_table()
     logs, log_exporter = install_logs()
     processor = HISSpanProcessor(DynamoDBSpanExporter(table))
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
+    # Without his-otel's processor: it would read the span events of the reference as milestones.
+    plain_tracer = TracerProvider().get_tracer("bench")
     ours: list[float] = []
     base: list[float] = []
-    cpu = {"ours": 0.0, "base": 0.0, "event": 0.0, "span_only": 0.0}
+    cpu = {"ours": 0.0, "base": 0.0, "event": 0.0, "span_only": 0.0, "otel_both": 0.0, "otel_span": 0.0}
+    cpu.update({"boto3_both": 0.0, "boto3_span": 0.0})
+    his_calls = 0
     timed: list[int] = []
     session = f"bench-{uuid.uuid4().hex[:8]}"
     here_i_strand_way(table, session, "START", "warm-up")
@@ -94,6 +127,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
         for copies, samples, key in (("both", ours, "ours"), ("span", span_only, "span_only")):
             processor.copies = copies
             c0 = time.process_time()
+            calls_before = moto.calls()["BatchWriteItem"]
             for _ in range(ours_per_round // 10):
                 # Ten milestones a span, as a Strands cycle would carry.
                 with tracer.start_as_current_span("execute_event_loop_cycle"):
@@ -104,6 +138,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
             # The writer's and the log exporter's shares of the CPU are in the figure.
             assert processor.force_flush(60_000) and logs.force_flush(60_000)
             cpu[key] += time.process_time() - c0
+            his_calls += moto.calls()["BatchWriteItem"] - calls_before
         c0 = time.process_time()
         for _ in range(ours_per_round // 10):
             with tracer.start_as_current_span("execute_event_loop_cycle") as span:
@@ -111,6 +146,19 @@ def run(moto: Moto, quick: bool) -> list[Row]:
                     timed.append(time.perf_counter_ns())  # as the loop above pays for its timing
                     span.add_event("progress", {"message": "step done", "session": session})
         cpu["event"] += time.process_time() - c0
+        for copies in ("both", "span"):
+            c0 = time.process_time()
+            for _ in range(ours_per_round // 10):
+                otel_alone(plain_tracer, session, copies)
+            assert logs.force_flush(60_000)
+            cpu[f"otel_{copies}"] += time.process_time() - c0
+            c0 = time.process_time()
+            written: list[Milestone] = []
+            for _ in range(ours_per_round // 10):
+                otel_alone(plain_tracer, session, copies, written)
+            boto3_batches(moto.client, table, written)
+            assert logs.force_flush(60_000)
+            cpu[f"boto3_{copies}"] += time.process_time() - c0
         c0 = time.process_time()
         for _ in range(base_per_round):
             t0 = time.perf_counter_ns()
@@ -120,13 +168,52 @@ def run(moto: Moto, quick: bool) -> list[Row]:
     stats = processor.stats()
     processor.shutdown()
     assert stats.dropped == 0 and stats.written == len(ours) + len(span_only), stats
-    assert log_exporter.records == len(ours), log_exporter.records
+    per_call = stats.written / max(1, his_calls)
+    assert log_exporter.records == len(ours) * 3, log_exporter.records
     label = "here-i-strand way: new client + put_item (baseline)"
     per_ours = cpu["ours"] / len(ours) * 1e6
     per_base = cpu["base"] / len(base) * 1e6
     per_event = cpu["event"] / len(ours) * 1e6
     per_span_only = cpu["span_only"] / len(span_only) * 1e6
+    per_otel_both = cpu["otel_both"] / len(ours) * 1e6
+    per_otel_span = cpu["otel_span"] / len(ours) * 1e6
+    goal = "≤ 40 us"
+    plain = "OpenTelemetry + boto3 alone: the same {}, rows in BatchWriteItems of 25 from one client"
     return [
+        Row(
+            "1 CPU",
+            "per milestone, both copies, agent + writer + log export threads",
+            per_ours,
+            cpu["boto3_both"] / len(ours) * 1e6,
+            plain.format("span and log events"),
+            "us",
+        ),
+        Row(
+            "1 CPU",
+            "per milestone, span copy only",
+            per_span_only,
+            cpu["boto3_span"] / len(ours) * 1e6,
+            plain.format("span event"),
+            "us",
+        ),
+        Row(
+            "1 CPU",
+            "per milestone, both copies, agent + writer + log export threads",
+            per_ours,
+            per_otel_both,
+            "OpenTelemetry alone: the same span event + log event (SDK, OTLP encoding), no row",
+            "us",
+            target=goal,
+        ),
+        Row(
+            "1 CPU",
+            f"per milestone, span copy only (both: {per_call:.1f} rows a call)",
+            per_span_only,
+            per_otel_span,
+            "OpenTelemetry alone: the same span event, no row",
+            "us",
+            target=goal,
+        ),
         Row("1 agent thread", "per milestone, median", median(ours), median(base), label, "us"),
         Row("1 agent thread", "per milestone, p99", percentile(ours, 99), percentile(base, 99), label, "us"),
         Row("1 CPU", "per milestone, agent + writer threads", per_ours, per_base, label, "us"),
@@ -136,14 +223,6 @@ def run(moto: Moto, quick: bool) -> list[Row]:
             per_ours,
             per_event,
             "span.add_event alone",
-            "us",
-        ),
-        Row(
-            "1 CPU",
-            "per milestone, agent + writer threads",
-            per_ours,
-            per_span_only,
-            "his-otel with the span copy only (no log copy)",
             "us",
         ),
         Row(

@@ -15,6 +15,9 @@ from his_otel.write.table import create_table
 
 # The round-trip time the runner put in front of DynamoDB for this benchmark (``benchmarks.distance``).
 ENV_LATENCY_MS = "HIS_OTEL_BENCH_LATENCY_MS"
+# The DynamoDB stand-ins the runner started (``benchmarks.standin``): "0=http://...,10=http://...".
+ENV_STANDINS = "HIS_OTEL_BENCH_STANDINS"
+STANDIN_LATENCIES_MS = (0, 10)
 
 
 @dataclass
@@ -90,6 +93,15 @@ class Moto:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
+
+
+def standin(latency_ms: float) -> Moto:
+    """The runner's DynamoDB stand-in answering after ``latency_ms`` (one of ``STANDIN_LATENCIES_MS``),
+    or a new one when this benchmark runs alone. It also becomes boto3's default endpoint."""
+    from benchmarks.standin import StandIn
+
+    running = dict(pair.split("=", 1) for pair in os.environ.get(ENV_STANDINS, "").split(",") if "=" in pair)
+    return StandIn(latency_ms, endpoint=running.get(f"{latency_ms:g}"))
 
 
 def fmt(value: float, unit: str) -> str:

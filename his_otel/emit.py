@@ -240,7 +240,9 @@ def milestone(
         # An ended span keeps its context (the row's trace link) but takes no more events.
         if span_copy and target.is_recording():
             target.add_event(EVENT_NAME, event_attributes(m), timestamp=m.timestamp_ns)
-            target.set_attribute(SPAN_ATTR_HAS_MILESTONE, True)
+            # Once a span: each set is another pass of the SDK's attribute checks.
+            if not (getattr(target, "attributes", None) or {}).get(SPAN_ATTR_HAS_MILESTONE):
+                target.set_attribute(SPAN_ATTR_HAS_MILESTONE, True)
         if log_event:
             # Leaves the process within the log processor's delay, whether or not the span ever ends.
             log_copy.emit(m, ctx)

@@ -62,8 +62,10 @@ def _logger() -> Any:
 
 def attributes(m: Milestone) -> dict[str, str | int]:
     """The log event's attributes: the span event's, and the span's name (a log record has none of
-    its own), so a row made from either copy is the same row."""
-    attrs = event_attributes(m)
+    its own), so a row made from either copy is the same row. Not the table: a row made from a log
+    copy goes to the bridge's table (a sender never picks it), and each attribute costs the SDK's
+    checks and the exporter's encoding."""
+    attrs = event_attributes(m, include_table=False)
     if m.span_name:
         attrs[ATTR_SPAN_NAME] = m.span_name
     return attrs

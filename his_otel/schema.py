@@ -238,6 +238,8 @@ def check_ids(session_id: str, event_id: str, agent_id: str) -> None:
 
 def truncate_utf8(text: str, max_bytes: int) -> tuple[str, int]:
     """``text`` cut to at most ``max_bytes`` of UTF-8 on a character boundary, and its full length."""
+    if len(text) * 4 <= max_bytes:  # no character takes more than four bytes
+        return text, _utf8_len(text)
     encoded = text.encode("utf-8")
     if len(encoded) <= max_bytes:
         return text, len(encoded)
@@ -285,9 +287,22 @@ def _length(value: Any) -> int:
         return 0
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso_utc(timestamp_ns: int) -> str:
     """ISO-8601 UTC with microseconds, e.g. ``2026-11-21T14:05:00.123456+00:00``."""
-    return datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds")
+    global _last_second
+    # To the nearest microsecond, ties to even, as datetime rounds.
+    whole, rest = divmod(timestamp_ns, 1000)
+    whole += rest > 500 or (rest == 500 and whole % 2 == 1)
+    second, micros = divmod(whole, 1_000_000)
+    cached = _last_second
+    if cached[0] != second:
+        # A run's rows share their second: the calendar arithmetic is done once a second.
+        cached = (second, datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        _last_second = cached
+    return f"{cached[1]}.{micros:06d}+00:00"
 
 
 # Room kept for the truncation flags: names plus a BOOL and a number of up to 21 digits.
@@ -331,8 +346,11 @@ def to_item(m: Milestone, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES)
         item["span_id"] = {"S": format(m.span_id, "016x")}
     if m.span_name:
         item["span_name"] = {"S": truncate_utf8(m.span_name, MAX_SPAN_NAME_BYTES)[0]}
-    budget = MAX_ITEM_BYTES - item_bytes(item) - len("evt_message") - _FLAGS_BYTES
-    message, length = truncate_utf8(m.evt_message, max(0, min(max_message_bytes, budget)))
+    limit = max_message_bytes
+    if limit > MAX_MESSAGE_BYTES_LIMIT:
+        # Below that limit the other attributes, each within its own limit, always leave room.
+        limit = min(limit, MAX_ITEM_BYTES - item_bytes(item) - len("evt_message") - _FLAGS_BYTES)
+    message, length = truncate_utf8(m.evt_message, max(0, limit))
     if len(message) < len(m.evt_message) or m.message_length > length:
         # Cut here (keep the row rather than fail its whole batch) or before it reached us (a span
         # attribute limit): the flags tell a reader, with the length the text had when emitted.

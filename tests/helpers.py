@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +13,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 # The rows of one HISAgent invocation with one tool call (whose body reports PROGRESS).
 TOOL_RUN_ROWS = [
@@ -159,3 +163,26 @@ def put_row(ddb: Any, table: str, session: str, event_id: str, text: str) -> str
     item |= {"evt_message": text, "evt_datetime": "2026-12-03T00:00:00+00:00"}
     ddb.put_item(TableName=table, Item={k: {"S": v} for k, v in item.items()})
     return event_id
+
+
+def npm_folder(source: Path, probe: str, what: str) -> Path:
+    """A folder holding ``source``'s npm packages, installed with ``npm ci`` from its lock file into
+    a cache (``HIS_OTEL_NODE_CACHE``, else ``~/.cache/his-otel-node``), once per lock file. Skips
+    (with the reason) where node or npm is missing or npm cannot install."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip(f"node and npm are needed to run {what}")
+    lock = (source / "package-lock.json").read_bytes()
+    cache = Path(os.environ.get("HIS_OTEL_NODE_CACHE", Path.home() / ".cache" / "his-otel-node"))
+    folder = cache / hashlib.sha256(lock).hexdigest()[:16]
+    if not (folder / "node_modules" / probe).is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(source / name, folder / name)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=folder, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"npm could not install {what}: {done.stderr.strip()[-300:]}")
+    return folder

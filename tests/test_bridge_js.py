@@ -5,9 +5,7 @@ file into a cache folder (``HIS_OTEL_NODE_CACHE``, else ``~/.cache/his-otel-node
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 from bridge_kit import bridge_for
 
-from helpers import new_session
+from helpers import new_session, npm_folder
 from his_otel.read import session_rows
 
 __all__ = ["bridge_for"]
@@ -27,22 +25,9 @@ SENDER = Path(__file__).parent / "js_sender"
 @pytest.fixture(scope="module")
 def js_sender() -> Path:
     """A folder with the sender script and its node_modules, installed once per lock file."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the official JavaScript exporters")
-    lock = (SENDER / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("HIS_OTEL_NODE_CACHE", Path.home() / ".cache" / "his-otel-node"))
-    folder = cache / hashlib.sha256(lock).hexdigest()[:16]
-    if not (folder / "node_modules" / "@opentelemetry" / "exporter-trace-otlp-proto").is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(SENDER / name, folder / name)
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=folder, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install the JavaScript exporters: {done.stderr.strip()[-300:]}")
+    folder = npm_folder(
+        SENDER, "@opentelemetry/exporter-trace-otlp-proto", "the official JavaScript exporters"
+    )
     shutil.copy(SENDER / "send.js", folder / "send.js")
     return folder
 

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import config
+from . import request_body
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class ClientSource:
         if self.client is not None:
             caller_client = self.client
             return lambda: insist_on_dynamodb(caller_client)
-        return lambda: insist_on_dynamodb(self._build())
+        return lambda: insist_on_dynamodb(request_body.install(self._build()))
 
     def _build(self) -> Any:
         import boto3

@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..schema import KEY_EVENT_ID, KEY_SESSION_ID, Item
+from . import request_body
 from .client import NotDynamoDBError, drop_inherited_connections
 from .inflight import InFlight
 from .throttled_log import ThrottledLog
@@ -377,8 +378,13 @@ class DynamoDBWriter:
         """One conditional put (of ``chunk``'s one row), on a pool thread; the caller counts it."""
         (table, item) = row = chunk[0]
         try:
+            client = self.client()
             with suppress_instrumentation():
-                self.client().put_item(TableName=table, Item=item, ConditionExpression=APPEND_ONLY_CONDITION)
+                if request_body.accepts_prebuilt(client):
+                    with request_body.prebuilt(request_body.put_item(table, item, APPEND_ONLY_CONDITION)):
+                        client.put_item(TableName=table, Item={}, ConditionExpression=APPEND_ONLY_CONDITION)
+                else:
+                    client.put_item(TableName=table, Item=item, ConditionExpression=APPEND_ONLY_CONDITION)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return _Outcome(existing=True)
@@ -406,8 +412,14 @@ class DynamoDBWriter:
         for table, item in chunk:
             request.setdefault(table, []).append({"PutRequest": {"Item": item}})
         try:
+            client = self.client()
             with suppress_instrumentation():
-                response = self.client().batch_write_item(RequestItems=request)
+                if request_body.accepts_prebuilt(client):
+                    # The table names stay in the call: botocore's endpoint rules read them.
+                    with request_body.prebuilt(request_body.batch_write(request)):
+                        response = client.batch_write_item(RequestItems={table: [] for table in request})
+                else:
+                    response = client.batch_write_item(RequestItems=request)
         except Exception as e:
             return self._failure(e, chunk)
         unprocessed = response.get("UnprocessedItems") or {}
