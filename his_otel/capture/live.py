@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import config, notice
 from ..schema import ATTR_EVENT_ID, EVENT_NAME, Milestone
-from ..write.dynamodb import advice, is_transient
+from ..write.dynamodb import MAX_BATCH_ITEMS, advice, is_transient
 from ..write.exporter import (
     DynamoDBSpanExporter,
     ExportOutcome,
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 # The most milestones one export call takes (a few BatchWriteItem calls of 25).
 _EXPORT_BATCH = 500
+_CALL_ROWS = MAX_BATCH_ITEMS
 _MIN_RETRY_BACKOFF_S = 0.1
 _MAX_RETRY_BACKOFF_S = 5.0
 
@@ -105,7 +106,8 @@ class HISSpanProcessor(SpanProcessor):
         exporter: Where rows are written.
         max_queue_size: Most milestones held while DynamoDB is slow or down (``HIS_OTEL_MAX_QUEUE_SIZE``).
         max_queue_bytes: Most bytes of message text held (``HIS_OTEL_MAX_QUEUE_BYTES``).
-        schedule_delay_millis: How long the writer waits to fill a batch (``HIS_OTEL_SCHEDULE_DELAY_MS``).
+        schedule_delay_millis: How long a milestone may wait, from its emission, for others to fill a
+            BatchWriteItem call of 25 (``HIS_OTEL_SCHEDULE_DELAY_MS``).
         shutdown_timeout_millis: How long ``shutdown()`` may spend writing what is pending
             (``HIS_OTEL_SHUTDOWN_TIMEOUT_MS``).
         max_row_age_millis: How long a row whose write fails is retried, counted from its first
@@ -302,8 +304,10 @@ class HISSpanProcessor(SpanProcessor):
                 self._enqueued += 1
                 self._queued_bytes += size
                 self._peak = max(self._peak, held + 1)
-                if len(self._queue) == 1 or len(self._queue) % _EXPORT_BATCH == 0:
+                if len(self._queue) == 1:
                     self._wake_worker()
+                elif len(self._queue) % _CALL_ROWS == 0:
+                    self._work.notify()  # a writer waiting for a call's worth takes it now
             return True
         except Exception:
             logger.exception("milestone could not be queued")
@@ -348,8 +352,9 @@ class HISSpanProcessor(SpanProcessor):
     def _parked_due(self, now: float) -> bool:
         return bool(self._parked) and now >= self._parked_until
 
-    def _wait_for_work(self) -> bool:
-        """Wait (holding ``_cond``) until a batch is ready; False once stopped."""
+    def _wait_for_work(self) -> int | None:
+        """Wait (holding ``_cond``) until work is ready: how many fresh milestones to take now, or
+        None once stopped."""
         while not self._stop and not (self._queue or self._parked_due(time.monotonic())):
             timeout = max(0.0, self._parked_until - time.monotonic()) if self._parked else None
             self._idle += 1
@@ -357,20 +362,31 @@ class HISSpanProcessor(SpanProcessor):
                 self._work.wait(timeout)
             finally:
                 self._idle -= 1
-        # Give a burst a moment to fill a batch, unless someone is waiting on a flush. In a loop:
-        # a wake-up meant for an idle writer must not cut the wait short (calls cost CPU).
-        until = time.monotonic() + self._delay_s
-        while len(self._queue) < _EXPORT_BATCH and not self._waiters and not self._stop:
-            remaining = until - time.monotonic()
+        # Give a burst a moment to fill a call (DynamoDB takes 25 rows a call), at most the schedule
+        # delay from the oldest row's emission, unless someone is waiting on a flush. In a loop: a
+        # wake-up meant for an idle writer must not cut the wait short (calls cost CPU).
+        while self._queue and len(self._queue) < _CALL_ROWS and not self._waiters and not self._stop:
+            remaining = self._delay_left()
             if remaining <= 0:
                 break
             self._work.wait(remaining)
-        return not self._stop
+        if self._stop:
+            return None
+        queued = len(self._queue)
+        if queued < _CALL_ROWS or self._waiters or self._delay_left() <= 0:
+            return min(queued, _EXPORT_BATCH)
+        # Whole calls only: the rest fills the next call, within its own delay.
+        return min(queued - queued % _CALL_ROWS, _EXPORT_BATCH)
+
+    def _delay_left(self) -> float:
+        """Seconds the oldest queued milestone may still wait for company (holding ``_cond``)."""
+        age = (time.time_ns() - self._queue[0].timestamp_ns) / 1e9
+        return min(self._delay_s, self._delay_s - age)  # a clock stepped back never waits longer
 
     def _take_batch(self) -> tuple[int, list[Milestone], dict[str, _Parked]] | None:
         """Wait for work: (batch id, batch, the parked entries in it), or None once stopped."""
         with self._cond:
-            while self._wait_for_work():
+            while (take := self._wait_for_work()) is not None:
                 batch: list[Milestone] = []
                 parked: dict[str, _Parked] = {}
                 if self._parked_due(time.monotonic()):
@@ -379,7 +395,7 @@ class HISSpanProcessor(SpanProcessor):
                         parked[entry.milestone.event_id] = entry
                         batch.append(entry.milestone)
                 fresh = 0
-                while self._queue and len(batch) < _EXPORT_BATCH:
+                while self._queue and fresh < take and len(batch) < _EXPORT_BATCH:
                     batch.append(self._queue.popleft())
                     fresh += 1
                 if not batch:  # another writer took it while this one waited for the batch to fill
