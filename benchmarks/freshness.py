@@ -7,7 +7,9 @@ reader sees it. Latency = that moment minus the milestone's own timestamp. The r
 same stream of rows written by 8 boto3 threads, each with its own client, each sending at once
 whatever is queued (up to 25): what the server and the link allow at that rate, with no batching
 delay and no agent. here-i-strand's synchronous put_item (the emit is the write) is a second
-reference at 20/s. All against the same endpoint, in the same run; the 1 s p99 is a target."""
+reference at 20/s. All against the same endpoint, in the same run: the DynamoDB stand-in
+(``benchmarks.standin``) answering after the distance's latency; the 1 s p99 is a target, and at
+2,000/s so is 1.2x the ideal writer's p99."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 from strands import tool
 
 from benchmarks.agent_thread import here_i_strand_way
-from benchmarks.common import Moto, Row, median, percentile
+from benchmarks.common import STANDIN_LATENCIES_MS, Moto, Row, median, percentile, standin
 from benchmarks.throughput import CEILING_THREADS, Ceiling, milestones
 from his_otel import HISAgent, ScriptedModel, ToolCall, configure, milestone
 from his_otel.schema import to_item
@@ -96,6 +98,10 @@ def ideal_writer(table: str, rate_per_s: float, seconds: float) -> list[float]:
 
 def run(moto: Moto, quick: bool) -> list[Row]:
     seconds = 2.0 if quick else 5.0
+    if moto.latency_ms in STANDIN_LATENCIES_MS:
+        # The stand-in answering after that latency: at 2,000/s moto's server, not the writer,
+        # would be what a figure measures.
+        moto = standin(moto.latency_ms)
     table = moto.new_table()
     clock = LandingClock(moto.client)
     handle = configure(table, client=clock)
@@ -149,7 +155,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
                 percentile(ideal, 99),
                 label,
                 "ms",
-                target="≤ 1,000 ms",
+                target="≤ 1,000 ms" if rate == 20 else "≤ 1,000 ms and ≤ 1.2x",
             )
         )
     handle.shutdown()
