@@ -1,5 +1,5 @@
 """Where one milestone's CPU goes: ``python -m benchmarks.profile [both|span]`` (needs ``pip install
-yappi``).
+yappi``); and where one DynamoDB call's goes: ``python -m benchmarks.profile call``.
 
 Benchmark 1's loop (ten milestones a span, the live processor writing to the DynamoDB stand-in, a
 LoggerProvider whose batch processor encodes OTLP) runs under yappi's CPU clock on every thread;
@@ -62,7 +62,71 @@ def loop(tracer: Any, processor: HISSpanProcessor, logs: Any, session: str, n: i
     assert processor.force_flush(60_000) and logs.force_flush(60_000)
 
 
+# The steps of one botocore call, by the function that runs each (cumulative time under cProfile).
+CALL_STEPS: list[tuple[str, str, str]] = [
+    ("signing (SigV4), botocore's by rule", "botocore/signers.py", "sign"),
+    ("endpoint rules, botocore's by rule", "botocore/client.py", "_resolve_endpoint_ruleset"),
+    ("retry decision, botocore's by rule", "botocore/retries/standard.py", "needs_retry"),
+    ("HTTP send and receive (urllib3, http.client)", "botocore/httpsession.py", "send"),
+    ("building the AWSRequest", "botocore/awsrequest.py", "prepare"),
+    ("user agent string", "botocore/useragent.py", "to_string"),
+    ("response parsing", "botocore/parsers.py", "parse"),
+    ("request serialization (the prebuilt body's stand-in)", "botocore/serialize.py", "serialize_to_request"),
+]
+
+
+def call() -> None:
+    """One conditional PutItem (the bridge's append-only write), as his-otel makes it."""
+    import cProfile
+    import pstats
+
+    from his_otel.schema import Milestone, to_item
+    from his_otel.write import request_body
+    from his_otel.write.client import ClientSource
+    from his_otel.write.dynamodb import APPEND_ONLY_CONDITION
+
+    store = standin(0)
+    table = store.new_table()
+    client = ClientSource(endpoint_url=store.endpoint).factory()()
+
+    def put() -> None:
+        m = Milestone(str(uuid.uuid4()), "s", "a", "PROGRESS", "step done", time.time_ns(), 1, 2, "span")
+        item = to_item(m)
+        with request_body.prebuilt(request_body.put_item(table, item, APPEND_ONLY_CONDITION)):
+            client.put_item(TableName=table, Item={}, ConditionExpression=APPEND_ONLY_CONDITION)
+
+    for _ in range(100):
+        put()
+    n = 1_000
+    c0 = time.thread_time()
+    for _ in range(n):
+        put()
+    per_call = (time.thread_time() - c0) / n * 1e6
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.enable()
+    for _ in range(n):
+        put()
+    profiler.disable()
+    stats: Any = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+
+    def cumulative(path: str, name: str) -> float:
+        return float(sum(v[3] for k, v in stats.items() if k[0].endswith(path) and k[2] == name))
+
+    whole = cumulative("botocore/client.py", "_make_api_call")
+    store.stop()
+    print(f"CPU per conditional PutItem: {per_call:.0f} µs (measured without the profiler)")
+    print()
+    print("| step | share of the call | µs (estimate) |")
+    print("|---|---|---|")
+    for label, path, name in CALL_STEPS:
+        share = cumulative(path, name) / whole
+        print(f"| {label} | {share * 100:.1f}% | {share * per_call:.0f} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["call"]:
+        call()
+        return
     import yappi
 
     copies = sys.argv[1] if len(sys.argv) > 1 else "both"

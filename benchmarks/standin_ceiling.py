@@ -61,6 +61,15 @@ def load(server: Moto, table: str, op: str, seconds: float) -> float:
     return sum(r["rows"] for r in results) / max(r["seconds"] for r in results)
 
 
+def serving() -> str:
+    """What the stand-in's uvicorn serves with here ("auto": the C parser and loop when installed)."""
+    from importlib.util import find_spec
+
+    http = "httptools" if find_spec("httptools") else "h11"
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    return f"{http}, {loop}"
+
+
 def run(moto: Moto, quick: bool) -> list[Row]:
     seconds = 2.0 if quick else 5.0
     fast = standin(0)
@@ -80,7 +89,7 @@ def run(moto: Moto, quick: bool) -> list[Row]:
         rows.append(
             Row(
                 "0 stand-in",
-                f"its CPU per row, {what} (one core: {1e6 / per_row:,.0f} rows/s)",
+                f"its CPU per row, {what} ({serving()}; one core: {1e6 / per_row:,.0f} rows/s)",
                 per_row,
                 float("nan"),
                 "",

@@ -49,6 +49,25 @@ def test_row_lands_while_its_span_is_still_open(ddb: Any, table: str, make: Any)
     assert rows[0]["span_name"] == "long running"
 
 
+def test_a_calls_worth_of_rows_is_written_at_once_and_only_in_full_calls(
+    ddb: Any, table: str, make: Any, proxy: Any
+) -> None:
+    """The batching delay is the most a row waits for company: 25 rows (a BatchWriteItem's worth)
+    go at once, and while the delay runs only whole calls go; the rest waits to fill the next."""
+    _, tracer, processor = make(table, endpoint=proxy.endpoint, schedule_delay_millis=60_000)
+    session = new_session()
+    with tracer.start_as_current_span("burst"):
+        for i in range(60):
+            milestone("PROGRESS", f"step {i}", session_id=session)
+        # Long before the 60 s delay: two full calls' worth, and not the 10 left over.
+        rows = wait_for(lambda: [r for r in [session_rows(ddb, table, session)] if len(r) >= 50], 30)[0]
+        assert len(rows) == 50
+    assert proxy.counters.operations.get("BatchWriteItem") == 2
+    assert processor.force_flush(10_000)
+    assert len(session_rows(ddb, table, session)) == 60
+    assert proxy.counters.operations.get("BatchWriteItem") == 3
+
+
 def test_milestone_pushed_out_of_the_span_by_the_event_limit_still_has_its_row(
     ddb: Any, table: str, moto_endpoint: str
 ) -> None:

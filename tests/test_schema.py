@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from his_otel.schema import (
     ATTR_TABLE,
@@ -148,3 +152,13 @@ def test_a_message_cut_on_the_way_is_flagged_with_its_emitted_length() -> None:
     assert item["evt_message_length"] == {"N": str(len(whole.encode()))}
     # A whole message carries no flags.
     assert "evt_message_truncated" not in to_item(milestone_from_event(event_attributes(M), 1))
+
+
+@given(st.integers(min_value=0, max_value=(1 << 63) - 1), st.integers(min_value=0, max_value=3))
+def test_iso_utc_is_the_nearest_microsecond_whatever_came_before(timestamp_ns: int, before: int) -> None:
+    # The calendar part is cached a second at a time: a call for another second first must not leak.
+    iso_utc(max(0, timestamp_ns - before * 1_000_000_000))
+    exact = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(
+        microseconds=round(Fraction(timestamp_ns, 1000))
+    )
+    assert iso_utc(timestamp_ns) == exact.isoformat(timespec="microseconds")
