@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import bisect
 import json
 import os
@@ -290,6 +291,7 @@ class StandIn(Moto):
             match = re.search(r"(http://\S+)", line)
             assert match, f"the stand-in did not start: {line!r}"
             endpoint = match.group(1)
+            atexit.register(self.stop)  # never outlive a benchmark that ends without stop()
         self.service_ms = latency_ms
         super().__init__(endpoint=endpoint)
 
@@ -308,9 +310,10 @@ class StandIn(Moto):
             return dict(json.loads(answer.read()))
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> None:
