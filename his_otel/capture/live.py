@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 # The most milestones one export call takes (a few BatchWriteItem calls of 25).
 _EXPORT_BATCH = 500
-_CALL_ROWS = MAX_BATCH_ITEMS
 _MIN_RETRY_BACKOFF_S = 0.1
 _MAX_RETRY_BACKOFF_S = 5.0
 
@@ -306,7 +305,7 @@ class HISSpanProcessor(SpanProcessor):
                 self._peak = max(self._peak, held + 1)
                 if len(self._queue) == 1:
                     self._wake_worker()
-                elif len(self._queue) % _CALL_ROWS == 0:
+                elif len(self._queue) % MAX_BATCH_ITEMS == 0:
                     self._work.notify()  # a writer waiting for a call's worth takes it now
             return True
         except Exception:
@@ -365,7 +364,7 @@ class HISSpanProcessor(SpanProcessor):
         # Give a burst a moment to fill a call (DynamoDB takes 25 rows a call), at most the schedule
         # delay from the oldest row's emission, unless someone is waiting on a flush. In a loop: a
         # wake-up meant for an idle writer must not cut the wait short (calls cost CPU).
-        while self._queue and len(self._queue) < _CALL_ROWS and not self._waiters and not self._stop:
+        while self._queue and len(self._queue) < MAX_BATCH_ITEMS and not self._waiters and not self._stop:
             remaining = self._delay_left()
             if remaining <= 0:
                 break
@@ -373,10 +372,10 @@ class HISSpanProcessor(SpanProcessor):
         if self._stop:
             return None
         queued = len(self._queue)
-        if queued < _CALL_ROWS or self._waiters or self._delay_left() <= 0:
+        if queued < MAX_BATCH_ITEMS or self._waiters or self._delay_left() <= 0:
             return min(queued, _EXPORT_BATCH)
         # Whole calls only: the rest fills the next call, within its own delay.
-        return min(queued - queued % _CALL_ROWS, _EXPORT_BATCH)
+        return min(queued - queued % MAX_BATCH_ITEMS, _EXPORT_BATCH)
 
     def _delay_left(self) -> float:
         """Seconds the oldest queued milestone may still wait for company (holding ``_cond``)."""

@@ -378,13 +378,8 @@ class DynamoDBWriter:
         """One conditional put (of ``chunk``'s one row), on a pool thread; the caller counts it."""
         (table, item) = row = chunk[0]
         try:
-            client = self.client()
             with suppress_instrumentation():
-                if request_body.accepts_prebuilt(client):
-                    with request_body.prebuilt(request_body.put_item(table, item, APPEND_ONLY_CONDITION)):
-                        client.put_item(TableName=table, Item={}, ConditionExpression=APPEND_ONLY_CONDITION)
-                else:
-                    client.put_item(TableName=table, Item=item, ConditionExpression=APPEND_ONLY_CONDITION)
+                request_body.send_put_item(self.client(), table, item, APPEND_ONLY_CONDITION)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return _Outcome(existing=True)
@@ -412,14 +407,8 @@ class DynamoDBWriter:
         for table, item in chunk:
             request.setdefault(table, []).append({"PutRequest": {"Item": item}})
         try:
-            client = self.client()
             with suppress_instrumentation():
-                if request_body.accepts_prebuilt(client):
-                    # The table names stay in the call: botocore's endpoint rules read them.
-                    with request_body.prebuilt(request_body.batch_write(request)):
-                        response = client.batch_write_item(RequestItems={table: [] for table in request})
-                else:
-                    response = client.batch_write_item(RequestItems=request)
+                response = request_body.send_batch_write(self.client(), request)
         except Exception as e:
             return self._failure(e, chunk)
         unprocessed = response.get("UnprocessedItems") or {}

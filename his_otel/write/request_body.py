@@ -61,6 +61,24 @@ def prebuilt(body: bytes) -> Iterator[None]:
         _pending.body = None
 
 
+def send_batch_write(client: Any, request: dict[str, list[dict[str, Any]]]) -> Any:
+    """``client.batch_write_item(RequestItems=request)``, with a prebuilt body where it takes one."""
+    if not accepts_prebuilt(client):
+        return client.batch_write_item(RequestItems=request)
+    with prebuilt(batch_write(request)):
+        # The table names stay in the call: botocore's endpoint rules read them.
+        return client.batch_write_item(RequestItems={table: [] for table in request})
+
+
+def send_put_item(client: Any, table: str, item: Item, condition: str) -> Any:
+    """``client.put_item(TableName=, Item=, ConditionExpression=)``, with a prebuilt body where it
+    takes one."""
+    if not accepts_prebuilt(client):
+        return client.put_item(TableName=table, Item=item, ConditionExpression=condition)
+    with prebuilt(put_item(table, item, condition)):
+        return client.put_item(TableName=table, Item={}, ConditionExpression=condition)
+
+
 def batch_write(request: dict[str, list[dict[str, Any]]]) -> bytes:
     """BatchWriteItem's body for ``request`` (``RequestItems``), as botocore writes it."""
     return json.dumps({"RequestItems": request}).encode("utf-8")
