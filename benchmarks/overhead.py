@@ -104,8 +104,7 @@ def child(variant: str, table: str, runs: int) -> dict[str, float]:
 def run(moto: Moto, quick: bool) -> list[Row]:
     rounds, runs = (3, 5) if quick else (6, 10)
     # Keep-alive connections and no delay, as DynamoDB's own (moto's server closes each connection).
-    moto = standin(0)
-    table = moto.new_table()
+    table = standin(0).new_table()
     ours: list[dict[str, float]] = []
     nowait: list[dict[str, float]] = []
     plain: list[dict[str, float]] = []
